@@ -1,0 +1,88 @@
+/*
+ * fs/flags: parsing user.imap.flags values (see flags_i.h). Pure.
+ */
+#include "flags_i.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const system_flags[] = {
+	"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft",
+};
+
+/* RFC 3501 atom-char, minus ']' (resp-specials) as a keyword may not hold it */
+static bool flags_is_atom_char(unsigned char c)
+{
+	if (c <= 0x20 || c >= 0x7f)
+		return false;
+	return !strchr("(){%*\"\\]", c);
+}
+
+static bool flags_is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int flags_parse(const char *in, size_t len, char **out)
+{
+	char *res = malloc(len + 1);
+	size_t used = 0, i = 0;
+
+	if (!res)
+		return -ENOMEM;
+	while (len > 0 && in[len - 1] == '\0')
+		len--;
+	while (i < len) {
+		const char *word;
+		size_t wlen, k;
+		const char *canon = NULL;
+		char *w;
+		bool dup = false;
+
+		while (i < len && flags_is_space(in[i]))
+			i++;
+		if (i >= len)
+			break;
+		word = in + i;
+		while (i < len && !flags_is_space(in[i]))
+			i++;
+		wlen = (size_t)(in + i - word);
+		if (word[0] == '\\') {
+			for (k = 0; k < sizeof(system_flags) / sizeof(system_flags[0]); k++)
+				if (strlen(system_flags[k]) == wlen &&
+				    strncasecmp(system_flags[k], word, wlen) == 0)
+					canon = system_flags[k];
+			if (!canon)
+				goto out_inval;
+		} else {
+			for (k = 0; k < wlen; k++)
+				if (!flags_is_atom_char((unsigned char)word[k]))
+					goto out_inval;
+		}
+		/* duplicates: compare with what is already in res */
+		for (w = res; w < res + used;) {
+			char *e = memchr(w, ' ', (size_t)(res + used - w));
+			size_t l = e ? (size_t)(e - w) : (size_t)(res + used - w);
+
+			if (l == wlen && strncasecmp(w, word, wlen) == 0)
+				dup = true;
+			w += l + 1;
+		}
+		if (dup)
+			continue;
+		if (used)
+			res[used++] = ' ';
+		memcpy(res + used, canon ? canon : word, wlen);
+		used += wlen;
+	}
+	res[used] = '\0';
+	*out = res;
+	return 0;
+
+out_inval:
+	free(res);
+	return -EINVAL;
+}

@@ -1,0 +1,22 @@
+/*
+ * fs/flags: the value of the user.imap.flags extended attribute. Pure
+ * functions, callable from any thread.
+ */
+#ifndef IMAPFS_FS_FLAGS_I_H
+#define IMAPFS_FS_FLAGS_I_H
+
+#include <stddef.h>
+
+/*
+ * Parse a user-given flag list (as written to user.imap.flags: flags and
+ * keywords separated by spaces, tabs or newlines; a trailing NUL or newline
+ * is allowed) into the canonical form sent to the server: single spaces,
+ * system flags spelled as RFC 3501 does (\Seen, \Answered, \Flagged,
+ * \Deleted, \Draft), duplicates (case-insensitive) dropped, order kept.
+ * \Recent and other backslash names are refused, as are keywords with
+ * characters outside IMAP's atom set. Returns 0 and a malloc'd *out, or
+ * -EINVAL / -ENOMEM.
+ */
+int flags_parse(const char *in, size_t len, char **out);
+
+#endif

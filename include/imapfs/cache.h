@@ -168,6 +168,21 @@ int cache_evict(struct cache *c);
 
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 
+/* --- grouping writes (addition) ---
+ * Between cache_write_begin and cache_write_commit, every write made by the
+ * calling thread (body commits, batch commits, mailbox changes) joins one
+ * transaction: cheaper than one commit each when many small bodies stream
+ * in. Each write still succeeds or fails on its own (savepoints), but
+ * nothing of the group is visible to other threads before
+ * cache_write_commit, and other threads' writes wait until then: keep
+ * groups short (e.g. up to a few hundred bodies or a few MB). -EINVAL if
+ * the thread already has a group open. cache_write_commit returns an error
+ * (nothing of the group kept) if the whole transaction was lost, e.g. to
+ * -ENOSPC; cache_write_abort rolls the group back. */
+int cache_write_begin(struct cache *c);
+int cache_write_commit(struct cache *c);
+void cache_write_abort(struct cache *c);
+
 /* --- outbox: messages written by the user not yet accepted by the server --- */
 
 struct cache_outbox_entry {

@@ -281,37 +281,13 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	return 0;
 }
 
-/* Inside a write transaction: store the buffer as the next chunk, creating
- * the (invisible) body row first if needed. */
-static int cache_body_store_chunk(struct cache_body_writer *w)
+/* Inside a write transaction: store the buffer as the next chunk. */
+static int cache_body_insert_chunk(struct cache_body_writer *w)
 {
 	struct cache_conn *cn = w->conn;
 	sqlite3_stmt *st;
 	int ret;
 
-	if (w->body_id == 0) {
-		st = cache_stmt(cn, ST_BODY_INSERT);
-		if (!st)
-			return -EIO;
-		sqlite3_bind_int64(st, 1, w->mailbox_id);
-		sqlite3_bind_int64(st, 2, w->uid);
-		sqlite3_bind_int64(st, 3, (int64_t)w->expected);
-		ret = cache_stmt_run(cn, st, "storing a body");
-		if (ret)
-			return ret;
-		w->body_id = sqlite3_last_insert_rowid(cn->db);
-	} else {
-		/* Still there? An expunge or a UIDVALIDITY change drops it. */
-		st = cache_stmt(cn, ST_BODY_CHECK);
-		if (!st)
-			return -EIO;
-		sqlite3_bind_int64(st, 1, w->body_id);
-		ret = cache_stmt_run(cn, st, "storing a body");
-		if (ret)
-			return ret;
-		if (sqlite3_changes(cn->db) == 0)
-			return -ENOENT;
-	}
 	if (w->buf_len == 0)
 		return 0;
 	st = cache_stmt(cn, ST_CHUNK_INSERT);
@@ -325,6 +301,52 @@ static int cache_body_store_chunk(struct cache_body_writer *w)
 	w->seq++;
 	w->buf_len = 0;
 	return 0;
+}
+
+/* Store a full buffer before the end of the body, in a transaction of its
+ * own, under the (invisible) body row, created on the first call. */
+static int cache_body_flush(struct cache_body_writer *w)
+{
+	struct cache_conn *cn = w->conn;
+	int64_t had_id = w->body_id;
+	sqlite3_stmt *st;
+	int ret;
+
+	ret = cache_txn_begin(cn);
+	if (ret)
+		return ret;
+	if (w->body_id == 0) {
+		st = cache_stmt(cn, ST_BODY_INSERT);
+		if (!st) {
+			ret = -EIO;
+			goto out_end;
+		}
+		sqlite3_bind_int64(st, 1, w->mailbox_id);
+		sqlite3_bind_int64(st, 2, w->uid);
+		sqlite3_bind_int64(st, 3, (int64_t)w->expected);
+		ret = cache_stmt_run(cn, st, "storing a body");
+		if (ret == 0)
+			w->body_id = sqlite3_last_insert_rowid(cn->db);
+	} else {
+		/* Still there? An expunge or a UIDVALIDITY change drops it. */
+		st = cache_stmt(cn, ST_BODY_CHECK);
+		if (!st) {
+			ret = -EIO;
+			goto out_end;
+		}
+		sqlite3_bind_int64(st, 1, w->body_id);
+		ret = cache_stmt_run(cn, st, "storing a body");
+		if (ret == 0 && sqlite3_changes(cn->db) == 0)
+			ret = -ENOENT;
+	}
+	if (ret == 0)
+		ret = cache_body_insert_chunk(w);
+out_end:
+	ret = cache_txn_end(cn, ret);
+	/* An id from a rolled back insert may be handed out again: forget it. */
+	if (ret && !had_id)
+		w->body_id = 0;
+	return ret;
 }
 
 int cache_body_write(struct cache_body_writer *w, const void *data, size_t len)
@@ -346,9 +368,7 @@ int cache_body_write(struct cache_body_writer *w, const void *data, size_t len)
 		size_t n;
 
 		if (w->buf_len == w->buf_size) {
-			ret = cache_txn_begin(w->conn);
-			if (ret == 0)
-				ret = cache_txn_end(w->conn, cache_body_store_chunk(w));
+			ret = cache_body_flush(w);
 			if (ret) {
 				w->error = ret;
 				return ret;
@@ -391,12 +411,13 @@ int cache_body_commit(struct cache_body_writer *w)
 	struct cache_delta *d;
 	sqlite3_stmt *st;
 	uint32_t uidvalidity = 0;
-	int64_t old_id = 0, old_size = 0;
+	int64_t old_id = 0, old_size = 0, had_id;
 	int rc, ret;
 
 	if (!w)
 		return -EINVAL;
 	cn = w->conn;
+	had_id = w->body_id;
 	ret = w->error;
 	if (ret == 0 && w->written != w->expected) {
 		log_warnx("cache: body of UID %u: %llu bytes of %llu, not kept", w->uid,
@@ -412,8 +433,6 @@ int cache_body_commit(struct cache_body_writer *w)
 	ret = cache_mailbox_check_locked(cn, w->mailbox_id, &uidvalidity);
 	if (ret == 0 && uidvalidity != w->uidvalidity)
 		ret = -ENOENT; /* the body belongs to a past UIDVALIDITY */
-	if (ret == 0)
-		ret = cache_body_store_chunk(w);
 	if (ret)
 		goto out_end;
 
@@ -442,16 +461,35 @@ int cache_body_commit(struct cache_body_writer *w)
 	if (ret)
 		goto out_end;
 
-	st = cache_stmt(cn, ST_BODY_COMPLETE);
-	if (!st) {
-		ret = -EIO;
-		goto out_end;
+	if (w->body_id == 0) {
+		/* All of it is in the buffer: one row, complete at once. */
+		st = cache_stmt(cn, ST_BODY_INSERT_COMPLETE);
+		if (!st) {
+			ret = -EIO;
+			goto out_end;
+		}
+		sqlite3_bind_int64(st, 1, w->mailbox_id);
+		sqlite3_bind_int64(st, 2, w->uid);
+		sqlite3_bind_int64(st, 3, (int64_t)w->expected);
+		sqlite3_bind_int64(st, 4, (int64_t)cache_clock_tick(w->cache));
+		ret = cache_stmt_run(cn, st, "storing a body");
+		if (ret == 0)
+			w->body_id = sqlite3_last_insert_rowid(cn->db);
+		if (ret == 0)
+			ret = cache_body_insert_chunk(w);
+	} else {
+		ret = cache_body_insert_chunk(w);
+		st = ret ? NULL : cache_stmt(cn, ST_BODY_COMPLETE);
+		if (!ret && !st)
+			ret = -EIO;
+		if (ret == 0) {
+			sqlite3_bind_int64(st, 1, w->body_id);
+			sqlite3_bind_int64(st, 2, (int64_t)cache_clock_tick(w->cache));
+			ret = cache_stmt_run(cn, st, "storing a body");
+		}
+		if (ret == 0 && sqlite3_changes(cn->db) == 0)
+			ret = -ENOENT;
 	}
-	sqlite3_bind_int64(st, 1, w->body_id);
-	sqlite3_bind_int64(st, 2, (int64_t)cache_clock_tick(w->cache));
-	ret = cache_stmt_run(cn, st, "storing a body");
-	if (ret == 0 && sqlite3_changes(cn->db) == 0)
-		ret = -ENOENT;
 	if (ret)
 		goto out_end;
 	d->bodies++;
@@ -463,6 +501,8 @@ out_end:
 		cache_body_writer_free(w);
 		return 0;
 	}
+	if (!had_id)
+		w->body_id = 0; /* rolled back: the id may be handed out again */
 out_discard:
 	cache_body_discard(w);
 	cache_body_writer_free(w);

@@ -74,6 +74,8 @@ static const char *const cache_stmt_sql[ST_COUNT] = {
 	[ST_CHUNK_DELETE] = "DELETE FROM body_chunk WHERE id BETWEEN ?1 AND ?2",
 	[ST_BODY_INSERT] = "INSERT INTO body(mailbox_id, uid, size, complete, last_read)"
 			   " VALUES(?1, ?2, ?3, 0, 0)",
+	[ST_BODY_INSERT_COMPLETE] = "INSERT INTO body(mailbox_id, uid, size, complete, last_read)"
+				    " VALUES(?1, ?2, ?3, 1, ?4)",
 	[ST_BODY_CHECK] = "UPDATE body SET complete = 0 WHERE id = ?1 AND complete = 0",
 	[ST_CHUNK_INSERT] = "INSERT INTO body_chunk(id, data) VALUES(?1, ?2)",
 	[ST_BODY_COMPLETE] = "UPDATE body SET complete = 1, last_read = ?2 WHERE id = ?1"

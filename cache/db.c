@@ -582,9 +582,17 @@ static int cache_quick_check(sqlite3 *db, const char *path)
 		rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		const char *res = (const char *)sqlite3_column_text(st, 0);
+		int len;
 
 		if (!res || strcmp(res, "ok") != 0) {
-			log_warnx("cache: %s fails its check: %s", path, res ? res : "?");
+			const char *nl;
+
+			if (res && strncmp(res, "*** in database main ***\n", 25) == 0)
+				res += 25;
+			nl = res ? strchr(res, '\n') : NULL;
+			len = nl ? (int)(nl - res) : 200;
+			log_warnx("cache: %s fails its check: %.*s%s", path, len, res ? res : "?",
+				  nl ? " ..." : "");
 			ret = CACHE_OPEN_DAMAGED;
 		}
 	} else if (cache_rc_is_damage(rc)) {

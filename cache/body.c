@@ -22,6 +22,7 @@ struct cache_body_writer {
 	int64_t mailbox_id;
 	uint32_t uid;
 	uint32_t uidvalidity;           /* at begin; checked at commit */
+	bool had_metadata;              /* at begin; if it goes, so does the body */
 	uint64_t expected, written;
 	int64_t body_id;                /* 0 until the first chunk is stored */
 	uint64_t seq;                   /* next chunk number */
@@ -29,6 +30,28 @@ struct cache_body_writer {
 	size_t buf_len, buf_size;
 	int error;                      /* first failure: the writer is dead */
 };
+
+/* Whether the message's metadata is held: 1, 0 or -errno. */
+static int cache_message_exists(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid)
+{
+	sqlite3_stmt *st = cache_stmt(cn, ST_MSG_EXISTS);
+	int rc, ret;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uid);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = 1;
+	else if (rc == SQLITE_DONE)
+		ret = 0;
+	else
+		ret = cache_sqlite_error(cn, rc, "looking up a message");
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return ret;
+}
 
 static uint64_t cache_clock_tick(struct cache *c)
 {
@@ -250,7 +273,7 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	struct cache_body_writer *w;
 	struct cache_conn *cn;
 	uint32_t uidvalidity = 0;
-	int ret;
+	int ret, exists;
 
 	if (!c || !out || uid == 0 || expected_size > CACHE_BODY_MAX)
 		return -EINVAL;
@@ -260,6 +283,9 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	ret = cache_mailbox_check_locked(cn, mailbox_id, &uidvalidity);
 	if (ret)
 		return ret;
+	exists = cache_message_exists(cn, mailbox_id, uid);
+	if (exists < 0)
+		return exists;
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -276,6 +302,7 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	w->mailbox_id = mailbox_id;
 	w->uid = uid;
 	w->uidvalidity = uidvalidity;
+	w->had_metadata = exists;
 	w->expected = expected_size;
 	*out = w;
 	return 0;
@@ -433,6 +460,13 @@ int cache_body_commit(struct cache_body_writer *w)
 	ret = cache_mailbox_check_locked(cn, w->mailbox_id, &uidvalidity);
 	if (ret == 0 && uidvalidity != w->uidvalidity)
 		ret = -ENOENT; /* the body belongs to a past UIDVALIDITY */
+	if (ret == 0 && w->had_metadata) {
+		ret = cache_message_exists(cn, w->mailbox_id, w->uid);
+		if (ret == 0)
+			ret = -ENOENT; /* expunged meanwhile */
+		else if (ret > 0)
+			ret = 0;
+	}
 	if (ret)
 		goto out_end;
 

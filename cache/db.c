@@ -65,6 +65,8 @@ static const char *const cache_stmt_sql[ST_COUNT] = {
 	[ST_MSG_UIDS] = "SELECT uid FROM message WHERE mailbox_id = ?1"
 			" UNION SELECT uid FROM body WHERE mailbox_id = ?1 ORDER BY 1",
 
+	[ST_MSG_EXISTS] = "SELECT 1 FROM message WHERE mailbox_id = ?1 AND uid = ?2",
+
 	[ST_BODY_FIND] = "SELECT id, size FROM body WHERE mailbox_id = ?1 AND uid = ?2"
 			 " AND complete = 1",
 	[ST_BODY_RANGE] = "SELECT id, size, complete FROM body WHERE mailbox_id = ?1"

@@ -6,7 +6,8 @@
  * - Return values: 0 on success or a negative errno: -ENOENT (no such
  *   mailbox/message/body), -ENOSPC (disk full: the write was rolled back,
  *   the cache stays consistent), -ENOMEM, -EINVAL (bad argument), -EIO (any
- *   other SQLite failure; logged with SQLite's message).
+ *   other SQLite failure; logged with SQLite's message), and -EEXIST when a
+ *   mailbox put or rename would give two mailboxes the same name.
  * - Threads: a struct cache may be used by any number of threads at once.
  *   It gives each calling thread its own SQLite connection (opened on that
  *   thread's first call, closed by cache_close or when the thread exits),
@@ -21,7 +22,11 @@
  * - A mailbox's UIDVALIDITY changing (cache_mailbox_set_state with another
  *   non-zero value) deletes its messages and bodies in the same transaction.
  * - Bodies are evicted least-recently-read first when their total exceeds
- *   the budget; metadata is never evicted.
+ *   the budget; metadata is never evicted. The body just committed is never
+ *   evicted by its own commit, so one body larger than the whole budget
+ *   stays until the next body comes.
+ * - Walk callbacks (the *_list functions) may call the cache's read
+ *   functions on the same thread; writes from inside a callback may fail.
  * - Opening: PRAGMA quick_check; a damaged or foreign file is renamed to
  *   "<path>.corrupt-<unix time>" with a warning and a fresh cache is
  *   created. The file is created 0600 and missing parent folders 0700,
@@ -144,7 +149,11 @@ void cache_batch_abort(struct cache_batch *b);
 
 /* Write one body as it streams in. It becomes readable at commit, and only
  * if exactly expected_size bytes were written (else -EIO, nothing kept).
- * The message's metadata need not exist yet. */
+ * The message's metadata need not exist yet, the mailbox must (-ENOENT).
+ * No write lock is held between calls: full chunks are stored in short
+ * transactions as they fill. If the mailbox's UIDVALIDITY changes, or the
+ * message (when its metadata was held at begin) is expunged, while the body
+ * streams in, write or commit give -ENOENT and nothing is kept. */
 struct cache_body_writer;
 int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t expected_size,
 		     struct cache_body_writer **out);

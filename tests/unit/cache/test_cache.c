@@ -712,6 +712,27 @@ static void test_body_wrong_size_abort_replace(void **state)
 	assert_int_equal(st.body_bytes, 0);
 }
 
+static void test_body_expunged_while_streaming(void **state)
+{
+	struct tcache *t = *state;
+	struct cache_body_writer *w = NULL;
+	struct cache_batch *b = NULL;
+	unsigned char buf[100];
+
+	put_messages(t->c, t->mb, 1, 2, "");
+	tcache_fill(buf, 1, 0, sizeof(buf));
+	assert_int_equal(cache_body_begin(t->c, t->mb, 1, sizeof(buf), &w), 0);
+	assert_int_equal(cache_body_write(w, buf, sizeof(buf)), 0);
+	assert_int_equal(cache_batch_begin(t->c, t->mb, &b), 0);
+	assert_int_equal(cache_batch_expunge(b, 1, 1), 0);
+	assert_int_equal(cache_batch_commit(b), 0);
+	assert_int_equal(cache_body_commit(w), -ENOENT);
+	assert_false(cache_body_has(t->c, t->mb, 1, NULL));
+	/* UID 2 is untouched and its body lands */
+	assert_int_equal(tcache_put_body(t->c, t->mb, 2, 100, 30), 0);
+	assert_true(cache_body_has(t->c, t->mb, 2, NULL));
+}
+
 static void test_body_metadata_not_needed(void **state)
 {
 	struct tcache *t = *state;
@@ -1027,6 +1048,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_body_50mb, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_invisible_until_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_wrong_size_abort_replace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_body_expunged_while_streaming, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_metadata_not_needed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eviction_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eviction_budget_many, setup, teardown),

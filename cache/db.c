@@ -300,8 +300,17 @@ static void cache_conn_destroy(void *arg)
 	if (p)
 		cache_conn_unlink(cn);
 	pthread_mutex_unlock(&cache_conns_lock);
-	if (p)
-		cache_conn_free(cn);
+	if (!p)
+		return;
+	if (cn->txn_depth) {
+		/* A group (or a writer) left open by an exiting thread: roll it
+		 * back and let the other writers go on. */
+		log_warnx("cache: a thread exited inside a write transaction; rolled back");
+		sqlite3_exec(cn->db, "ROLLBACK", NULL, NULL, NULL);
+		cn->txn_depth = 0;
+		pthread_mutex_unlock(&cn->cache->write_lock);
+	}
+	cache_conn_free(cn);
 }
 
 static int cache_db_open(const char *path, int busy_timeout_ms, bool create, sqlite3 **out)

@@ -272,11 +272,42 @@ static void test_threads_come_and_go(void **state)
 	tcache_rmrf(t.dir);
 }
 
+static void *leave_group_open(void *arg)
+{
+	struct shared *s = arg;
+
+	if (cache_write_begin(s->c) != 0 || tcache_put_body(s->c, s->mb, 7, 100, 100) != 0)
+		__atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+	return NULL; /* exits without cache_write_commit */
+}
+
+static void test_thread_exits_inside_group(void **state)
+{
+	struct tcache t;
+	struct shared s = { 0 };
+	pthread_t th;
+
+	(void)state;
+	tcache_dir(&t);
+	s.c = tcache_open(t.path, 0);
+	s.mb = tcache_mailbox(s.c, "INBOX", 1);
+	assert_int_equal(pthread_create(&th, NULL, leave_group_open, &s), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(s.errors, 0);
+	/* its group was rolled back, and writers are not blocked */
+	assert_false(cache_body_has(s.c, s.mb, 7, NULL));
+	assert_int_equal(tcache_put_body(s.c, s.mb, 8, 100, 100), 0);
+	assert_true(cache_body_has(s.c, s.mb, 8, NULL));
+	cache_close(s.c);
+	tcache_rmrf(t.dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_readers_and_writers),
 		cmocka_unit_test(test_threads_come_and_go),
+		cmocka_unit_test(test_thread_exits_inside_group),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,7 +37,8 @@ bool log_enabled(enum log_level level)
 	return level <= log_current_level;
 }
 
-static void log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void log_emit(enum log_level level, int errnum,
+							  const char *fmt, va_list ap)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug", "trace" };
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };

@@ -1,0 +1,203 @@
+/*
+ * fs/: the daemon's private header, shared by the files of fs/ only.
+ *
+ * Who owns what
+ * - struct fs: one per mount, built by main() before the FUSE loop starts
+ *   and torn down after it ends. Its immutable fields (options, cache,
+ *   pool, session, ids) are read without locks.
+ * - The directory tree (tree.c): struct fs_dir objects in fs->dirs, indexed
+ *   by inode number. A directory is never freed while mounted, so a pointer
+ *   to one stays valid; the table and the tree fields are protected by
+ *   fs->tree_lock (rwlock). A directory's listing and fetch state are
+ *   protected by its own dir->lock.
+ * - Inode numbers: a directory's is its index in fs->dirs (root is 1); a
+ *   message's is (directory index << 32) | UID, so messages need no table
+ *   and FORGET has nothing to do.
+ * - The pool (pool.c): worker threads each owning one IMAP session. Jobs
+ *   are fire-and-forget; a FUSE thread that needs a result waits on the
+ *   object the job updates (a directory, the mailbox list) with a deadline.
+ * - Kernel cache invalidation (notify.c) runs on its own thread: it must
+ *   never run inside a FUSE request on the same directory.
+ * - Lock order: dir->lock may be held while taking fs->tree_lock (for
+ *   reading), never the other way round; fs->list_lock is never held with
+ *   either.
+ * Errors inside fs/ are negative errno values; IMAP failures are translated
+ * in one place, fs_errno_from_imap() in pool.c.
+ */
+#ifndef IMAPFS_FS_I_H
+#define IMAPFS_FS_I_H
+
+#define FUSE_USE_VERSION 314
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <fuse_lowlevel.h>
+
+#include "imapfs/cache.h"
+#include "imapfs/imap.h"
+#include "options_i.h"
+
+#define FS_ROOT_INO 1
+#define FS_MSG_INO(dir_ino, uid) (((uint64_t)(dir_ino) << 32) | (uint64_t)(uid))
+#define FS_INO_IS_MSG(ino) ((uint64_t)(ino) >> 32 != 0)
+#define FS_INO_DIR(ino) ((uint64_t)(ino) >> 32)
+#define FS_INO_UID(ino) ((uint32_t)((uint64_t)(ino) & 0xffffffffu))
+
+/* message files never change while UIDVALIDITY holds */
+#define FS_MSG_TIMEOUT 86400.0
+
+struct fs;
+struct pool;
+struct notify;
+struct fs_fetch;
+
+/* One message in a directory's in-memory listing (a mirror of the cache's
+ * rows, rebuilt after each sync). */
+struct fs_msg {
+	uint32_t uid;
+	uint64_t size;
+	int64_t internaldate;
+	uint64_t bytes_before; /* sum of the sizes of the messages before it */
+};
+
+struct fs_dir {
+	fuse_ino_t ino;              /* its index in fs->dirs */
+	struct fs_dir *parent;       /* NULL for the root */
+	char *name;                  /* escaped file name; "" for the root */
+
+	/* protected by fs->tree_lock */
+	struct fs_dir *first_child, *next_sibling;
+	unsigned nsubdirs;           /* visible children: st_nlink = 2 + nsubdirs */
+	bool visible;                /* listed (or an ancestor of a listed one) */
+	bool selectable;             /* a mailbox holding messages */
+	unsigned attrs;              /* IMAP_MBOX_* */
+	char *server_name;           /* NULL for implied parents */
+	int64_t mailbox_id;          /* cache id; 0 when not a mailbox */
+	char delimiter;
+
+	pthread_mutex_t lock;        /* protects everything below */
+	pthread_cond_t cond;         /* a sync finished, a body arrived */
+	bool loaded;                 /* msgs mirrors the cache */
+	struct fs_msg *msgs;         /* ascending UID */
+	size_t nmsgs;
+	uint32_t uidvalidity;
+	int64_t synced_at_ms;        /* wall clock of the last good sync; 0 never */
+	bool syncing;
+	int sync_error;              /* result of the last sync */
+	unsigned sync_gen;           /* counts finished syncs */
+	time_t mtime;                /* when the listing last changed; atomic */
+	struct fs_fetch *fetches;    /* body fetches in flight */
+	/* prefetch: reads of this directory in listing order */
+	size_t last_index;           /* listing index of the last file read */
+	bool have_last;
+	unsigned seq_run;            /* consecutive reads in listing order */
+	size_t frontier;             /* listing index past the last one fetched ahead */
+	uint64_t window;             /* bytes to fetch ahead */
+};
+
+struct fs {
+	struct fs_options *opts;
+	struct imap_params params;   /* params.password points at password */
+	char *password;
+	struct cache *cache;
+	struct pool *pool;
+	struct notify *notify;
+	struct fuse_session *se;
+	uid_t uid;
+	gid_t gid;
+	time_t mount_time;
+	int timeout_ms;              /* bound on any wait for the server */
+
+	pthread_rwlock_t tree_lock;  /* the directory table and tree fields */
+	struct fs_dir **dirs;        /* [0] unused, [1] the root */
+	size_t ndirs, dirs_cap;
+
+	pthread_mutex_t list_lock;   /* protects the mailbox-list state below */
+	pthread_cond_t list_cond;
+	bool listing;
+	int list_error;
+	unsigned list_gen;
+	int64_t listed_at_ms;        /* 0: never */
+};
+
+/* --- util (tree.c) --- */
+int64_t fs_now_ms(void);         /* wall clock */
+void fs_cond_init(pthread_cond_t *cond); /* CLOCK_MONOTONIC */
+/* wait on cond until *flag is false-ish: returns 0 or ETIMEDOUT */
+void fs_deadline(struct timespec *ts, int timeout_ms);
+
+/* --- tree (tree.c) --- */
+int tree_init(struct fs *fs);
+void tree_free(struct fs *fs);
+/* NULL if ino is not a directory */
+struct fs_dir *tree_dir(struct fs *fs, fuse_ino_t ino);
+/* child directory by file name, NULL if none (caller holds tree_lock) */
+struct fs_dir *tree_child_locked(struct fs_dir *dir, const char *name);
+/* find or create the directory at an escaped path (caller holds tree_lock
+ * for writing); NULL on ENOMEM */
+struct fs_dir *tree_make_path_locked(struct fs *fs, const char *path);
+/* recount nsubdirs after visibility changes (tree_lock for writing) */
+void tree_recount_locked(struct fs *fs);
+
+/* --- pool (pool.c) --- */
+struct pool_conn {
+	struct imap_session *session;    /* owned by the worker */
+	char *selected;                  /* server name EXAMINEd, or NULL */
+	uint32_t selected_uidvalidity;
+	unsigned index;
+	struct imap_error err;           /* the last failure */
+};
+/* A job: returns 0 or -errno. It runs on a worker with a logged-in session.
+ * If it fails and the session broke, and the session had served an earlier
+ * job (a stale connection), it is run once more on a new session. */
+typedef int (*pool_fn)(struct fs *fs, struct pool_conn *conn, void *arg);
+/* called once the job is over (done, failed, or never run): result given */
+typedef void (*pool_done_fn)(struct fs *fs, void *arg, int result);
+
+int pool_new(struct fs *fs, unsigned nconn, struct imap_session *first, struct pool **out);
+int pool_start(struct pool *p);
+void pool_free(struct pool *p); /* stops and joins the workers; NULL no-op */
+/* urgent jobs go before background ones (prefetch). done may be NULL. */
+int pool_submit(struct pool *p, bool urgent, pool_fn fn, pool_done_fn done, void *arg);
+/* EXAMINE server_name unless it is selected already (force: always). */
+int pool_conn_examine(struct fs *fs, struct pool_conn *conn, const char *server_name, bool force,
+		      struct imap_select_info *info_out);
+/* the one translation from IMAP failures to errno values */
+int fs_errno_from_imap(const struct imap_error *err);
+
+/* --- notify (notify.c) --- */
+int notify_new(struct fuse_session *se, struct notify **out);
+void notify_free(struct notify *n); /* NULL no-op */
+void notify_inval_entry(struct notify *n, fuse_ino_t parent, const char *name);
+void notify_inval_inode(struct notify *n, fuse_ino_t ino);
+
+/* --- sync (sync.c) --- */
+/* The mailbox list: LIST "" "*" when older than max_age_ms (waits). */
+int sync_mailbox_list(struct fs *fs, int64_t max_age_ms);
+/* Make dir's listing at most max_age_ms old (syncing with the server if
+ * needed, waiting with the deadline). A failed sync with an earlier
+ * listing at hand serves the earlier one (returns 0). */
+int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms);
+/* Listing index of uid in dir->msgs, or -1 (dir->lock held). */
+ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid);
+/* Read a message's bytes: cache, or a fetch (with prefetch). */
+int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t offset, char *buf,
+		   size_t size, size_t *read_out);
+/* drop fetch state at unmount */
+void sync_dir_free(struct fs_dir *dir);
+
+/* --- ops (ops.c) and xattr (xattr.c) --- */
+extern const struct fuse_lowlevel_ops fs_ops;
+void fs_stat_dir(struct fs *fs, const struct fs_dir *dir, struct stat *st); /* tree_lock held */
+void fs_stat_msg(struct fs *fs, const struct fs_dir *dir, const struct fs_msg *m, struct stat *st);
+void xattr_get(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void xattr_list(fuse_req_t req, fuse_ino_t ino, size_t size);
+void xattr_set(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+	       int flags);
+void xattr_remove(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+#endif

@@ -1,0 +1,323 @@
+/*
+ * fs/main: the imapfs daemon's entry point. Parses options, gets the
+ * password, connects and logs in, checks the cache, mounts, and only then
+ * goes to the background: a wrong host, a refused certificate or a bad
+ * password prints one line on stderr, exits non-zero and leaves nothing
+ * mounted. Then it starts the pool and the kernel-notify thread and runs
+ * the multithreaded FUSE loop until unmount or SIGTERM/SIGINT/SIGHUP.
+ *
+ * Single-threaded until pool_start(); the password stays in memory (for
+ * reconnecting), is never logged, never put in an environment, and is
+ * wiped at exit.
+ */
+#define _GNU_SOURCE
+#include "fs_i.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "imapfs/log.h"
+
+#define PASSWORD_MAX 4096
+
+static void main_strip_line(char *s)
+{
+	s[strcspn(s, "\r\n")] = '\0';
+}
+
+/* Run cmd with /bin/sh -c; the first line of its stdout is the password. */
+static int main_password_command(const char *cmd, char *buf, size_t size, char *err, size_t errlen)
+{
+	int fds[2], status;
+	size_t used = 0;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) != 0) {
+		snprintf(err, errlen, "password command: %s", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		snprintf(err, errlen, "password command: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		dup2(fds[1], STDOUT_FILENO);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	for (;;) {
+		ssize_t n;
+
+		if (used + 1 >= size) {
+			char drain[256];
+
+			n = read(fds[0], drain, sizeof(drain)); /* rest: discarded */
+		} else {
+			n = read(fds[0], buf + used, size - 1 - used);
+			if (n > 0)
+				used += (size_t)n;
+		}
+		if (n == 0)
+			break;
+		if (n < 0 && errno != EINTR)
+			break;
+	}
+	close(fds[0]);
+	buf[used] = '\0';
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		explicit_bzero(buf, size);
+		snprintf(err, errlen, "password command failed (%s %d)",
+			 WIFEXITED(status) ? "exit status" : "signal",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		return -1;
+	}
+	main_strip_line(buf);
+	return 0;
+}
+
+static int main_password_stdin(char *buf, size_t size, char *err, size_t errlen)
+{
+	size_t used = 0;
+
+	/* byte by byte: nothing after the first line is consumed */
+	while (used + 1 < size) {
+		char c;
+		ssize_t n = read(STDIN_FILENO, &c, 1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || c == '\n')
+			break;
+		buf[used++] = c;
+	}
+	buf[used] = '\0';
+	main_strip_line(buf);
+	if (used == 0) {
+		snprintf(err, errlen, "no password on standard input");
+		return -1;
+	}
+	return 0;
+}
+
+static int main_password_prompt(const char *user, const char *host, char *buf, size_t size,
+				char *err, size_t errlen)
+{
+	struct termios old, noecho;
+	int r;
+
+	if (tcgetattr(STDIN_FILENO, &old) != 0) {
+		snprintf(err, errlen, "cannot prompt for a password: %s", strerror(errno));
+		return -1;
+	}
+	noecho = old;
+	noecho.c_lflag &= ~(tcflag_t)ECHO;
+	noecho.c_lflag |= ECHONL;
+	fprintf(stderr, "Password for %s@%s: ", user, host);
+	fflush(stderr);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
+	r = main_password_stdin(buf, size, err, errlen);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+	return r;
+}
+
+static char *main_get_password(const struct fs_options *o, char *err, size_t errlen)
+{
+	char *buf = malloc(PASSWORD_MAX);
+	int r;
+
+	if (!buf) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	mlock(buf, PASSWORD_MAX);
+	if (o->password_command)
+		r = main_password_command(o->password_command, buf, PASSWORD_MAX, err, errlen);
+	else if (o->password_stdin)
+		r = main_password_stdin(buf, PASSWORD_MAX, err, errlen);
+	else if (isatty(STDIN_FILENO))
+		r = main_password_prompt(o->user, o->host, buf, PASSWORD_MAX, err, errlen);
+	else {
+		snprintf(err, errlen, "no password: give -o password_command=CMD or -o password_stdin");
+		r = -1;
+	}
+	if (r) {
+		explicit_bzero(buf, PASSWORD_MAX);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static void main_free_password(char *pw)
+{
+	if (!pw)
+		return;
+	explicit_bzero(pw, PASSWORD_MAX);
+	munlock(pw, PASSWORD_MAX);
+	free(pw);
+}
+
+int main(int argc, char **argv)
+{
+	struct fs_options opts;
+	struct fs fs;
+	struct imap_session *first = NULL;
+	struct imap_error ierr = { 0 };
+	struct cache_params cparams = { 0 };
+	struct fuse_loop_config *loop_config = NULL;
+	struct fuse_session *se = NULL;
+	char err[512];
+	bool mounted = false;
+	int r, ret = 1;
+
+	memset(&fs, 0, sizeof(fs));
+	if (options_parse(argc, argv, &opts, err, sizeof(err)) != 0) {
+		fprintf(stderr, "imapfs: %s\n", err);
+		options_free(&opts);
+		return 1;
+	}
+	if (opts.show_help) {
+		options_print_usage(argv[0]);
+		options_free(&opts);
+		return 0;
+	}
+	if (opts.show_version) {
+		printf("imapfs %s (libfuse %s)\n", IMAPFS_VERSION, fuse_pkgversion());
+		options_free(&opts);
+		return 0;
+	}
+	log_init("imapfs", opts.debug ? LOG_LEVEL_TRACE : LOG_LEVEL_WARN, false);
+
+	fs.opts = &opts;
+	fs.uid = getuid();
+	fs.gid = getgid();
+	fs.mount_time = time(NULL);
+	fs.timeout_ms = (int)opts.timeout * 1000;
+	pthread_mutex_init(&fs.list_lock, NULL);
+	fs_cond_init(&fs.list_cond);
+	if (tree_init(&fs) != 0) {
+		fprintf(stderr, "imapfs: out of memory\n");
+		goto out;
+	}
+
+	fs.password = main_get_password(&opts, err, sizeof(err));
+	if (!fs.password) {
+		fprintf(stderr, "imapfs: %s\n", err);
+		goto out;
+	}
+	fs.params.host = opts.host;
+	fs.params.port = opts.port;
+	fs.params.tls = opts.tls;
+	fs.params.cafile = opts.cafile;
+	fs.params.user = opts.user;
+	fs.params.password = fs.password;
+	fs.params.io_timeout_ms = fs.timeout_ms;
+	fs.params.trace = opts.debug;
+
+	if (imap_global_init() != 0) {
+		fprintf(stderr, "imapfs: TLS library initialisation failed\n");
+		goto out;
+	}
+	/* connect and log in before anything is mounted */
+	if (imap_session_open(&fs.params, &first, &ierr) != 0) {
+		fprintf(stderr, "imapfs: %s:%u: %s\n", opts.host, opts.port,
+			ierr.reason[0] ? ierr.reason : imap_error_kind_name(ierr.kind));
+		goto out;
+	}
+	/* the cache must open too; it is reopened after the fork below */
+	cparams.body_budget = opts.cache_size;
+	r = cache_open(opts.cache_path, &cparams, &fs.cache);
+	if (r) {
+		fprintf(stderr, "imapfs: cache %s: %s\n", opts.cache_path, strerror(-r));
+		goto out;
+	}
+	cache_close(fs.cache);
+	fs.cache = NULL;
+
+	se = fuse_session_new(&opts.fuse_args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se) {
+		fprintf(stderr, "imapfs: invalid FUSE options\n");
+		goto out;
+	}
+	fs.se = se;
+	if (fuse_set_signal_handlers(se) != 0) {
+		fprintf(stderr, "imapfs: cannot set signal handlers\n");
+		goto out;
+	}
+	if (fuse_session_mount(se, opts.mountpoint) != 0) {
+		fprintf(stderr, "imapfs: cannot mount on %s\n", opts.mountpoint);
+		goto out;
+	}
+	mounted = true;
+	if (fuse_daemonize(opts.foreground) != 0) {
+		fprintf(stderr, "imapfs: cannot go to the background\n");
+		goto out;
+	}
+	if (!opts.foreground)
+		log_init("imapfs", LOG_LEVEL_WARN, true);
+
+	r = cache_open(opts.cache_path, &cparams, &fs.cache);
+	if (r) {
+		log_errorx("cache %s: %s", opts.cache_path, strerror(-r));
+		goto out;
+	}
+	r = pool_new(&fs, opts.connections, first, &fs.pool);
+	if (r) {
+		log_errorx("pool: %s", strerror(-r));
+		goto out;
+	}
+	first = NULL; /* the pool's now */
+	r = notify_new(se, &fs.notify);
+	if (r == 0)
+		r = pool_start(fs.pool);
+	if (r) {
+		log_errorx("threads: %s", strerror(-r));
+		goto out;
+	}
+	/* the mailbox list, so the first ls finds it ready */
+	sync_mailbox_list(&fs, 0);
+
+	loop_config = fuse_loop_cfg_create();
+	if (!loop_config) {
+		log_errorx("out of memory");
+		goto out;
+	}
+	fuse_loop_cfg_set_clone_fd(loop_config, 0);
+	fuse_loop_cfg_set_idle_threads(loop_config, 16);
+	fuse_loop_cfg_set_max_threads(loop_config, 64);
+	r = fuse_session_loop_mt(se, loop_config);
+	ret = r < 0 ? 1 : 0;
+
+out:
+	if (mounted)
+		fuse_session_unmount(se);
+	pool_free(fs.pool);
+	notify_free(fs.notify);
+	if (loop_config)
+		fuse_loop_cfg_destroy(loop_config);
+	if (se) {
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+	}
+	imap_session_close(first);
+	cache_close(fs.cache);
+	tree_free(&fs);
+	main_free_password(fs.password);
+	pthread_mutex_destroy(&fs.list_lock);
+	pthread_cond_destroy(&fs.list_cond);
+	options_free(&opts);
+	return ret;
+}

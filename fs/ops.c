@@ -1,0 +1,604 @@
+/*
+ * fs/ops: the FUSE low-level operations. Each runs on a libfuse loop
+ * thread; metadata comes from the in-memory listings (tree.c, sync.c) and
+ * the cache, and anything that needs the server goes through the pool with
+ * a deadline (sync.c), so no request waits without bound.
+ *
+ * Per-file requests are kept off the hot path: read-only open and flush
+ * answer ENOSYS (with FUSE_CAP_NO_OPEN_SUPPORT the kernel stops sending
+ * them and keeps the page cache), readdirplus hands out every entry with
+ * its attributes, and message files get long entry/attr timeouts because
+ * they never change while UIDVALIDITY holds.
+ *
+ * A directory handle (opendir) owns a snapshot of the listing so readdir
+ * offsets stay stable while a sync replaces dir->msgs.
+ */
+#define _GNU_SOURCE
+#include "fs_i.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "imapfs/log.h"
+#include "names_i.h"
+
+static struct fs *ops_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static double ops_dir_timeout(const struct fs *fs)
+{
+	return fs->opts->refresh ? (double)fs->opts->refresh : 0.5;
+}
+
+static int64_t ops_refresh_ms(const struct fs *fs)
+{
+	return (int64_t)fs->opts->refresh * 1000;
+}
+
+void fs_stat_dir(struct fs *fs, const struct fs_dir *dir, struct stat *st)
+{
+	time_t mtime = __atomic_load_n(&dir->mtime, __ATOMIC_RELAXED);
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = dir->ino;
+	st->st_mode = S_IFDIR | (fs->opts->ro ? 0555 : 0755);
+	st->st_nlink = 2 + dir->nsubdirs;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_size = 4096;
+	st->st_blksize = 4096;
+	st->st_atime = st->st_mtime = st->st_ctime = mtime;
+}
+
+void fs_stat_msg(struct fs *fs, const struct fs_dir *dir, const struct fs_msg *m, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = FS_MSG_INO(dir->ino, m->uid);
+	st->st_mode = S_IFREG | (fs->opts->ro ? 0444 : 0644);
+	st->st_nlink = 1;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_size = (off_t)m->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((m->size + 511) / 512);
+	st->st_atime = st->st_mtime = st->st_ctime = (time_t)m->internaldate;
+}
+
+static void ops_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
+		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+/* Look up a message of dir by UID, syncing when it is not known and the
+ * listing is older than the refresh interval. */
+static int ops_find_msg(struct fs *fs, struct fs_dir *dir, uint32_t uid, struct fs_msg *out,
+			bool may_sync)
+{
+	ssize_t idx = -1;
+	bool loaded;
+	int r;
+
+	pthread_mutex_lock(&dir->lock);
+	loaded = dir->loaded;
+	if (loaded)
+		idx = sync_find_locked(dir, uid);
+	if (idx >= 0)
+		*out = dir->msgs[idx];
+	pthread_mutex_unlock(&dir->lock);
+	if (idx >= 0)
+		return 0;
+	if (!may_sync && loaded)
+		return -ENOENT;
+	r = sync_dir_fresh(fs, dir, loaded ? ops_refresh_ms(fs) : INT64_MAX);
+	if (r)
+		return r;
+	pthread_mutex_lock(&dir->lock);
+	idx = sync_find_locked(dir, uid);
+	if (idx >= 0)
+		*out = dir->msgs[idx];
+	pthread_mutex_unlock(&dir->lock);
+	return idx >= 0 ? 0 : -ENOENT;
+}
+
+static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = ops_fs(req);
+	struct fuse_entry_param e;
+	struct fs_dir *dir = tree_dir(fs, parent), *child;
+	struct fs_msg m;
+	uint32_t uid;
+	int r;
+
+	if (!dir) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	child = tree_child_locked(dir, name);
+	if (child) {
+		e.ino = child->ino;
+		fs_stat_dir(fs, child, &e.attr);
+	}
+	pthread_rwlock_unlock(&fs->tree_lock);
+	if (!child && !names_message_parse(name, &uid)) {
+		/* maybe a mailbox created since the last LIST */
+		if (sync_mailbox_list(fs, ops_refresh_ms(fs)) == 0) {
+			pthread_rwlock_rdlock(&fs->tree_lock);
+			child = tree_child_locked(dir, name);
+			if (child) {
+				e.ino = child->ino;
+				fs_stat_dir(fs, child, &e.attr);
+			}
+			pthread_rwlock_unlock(&fs->tree_lock);
+		}
+	}
+	if (child) {
+		e.attr_timeout = e.entry_timeout = ops_dir_timeout(fs);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (!names_message_parse(name, &uid)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	r = ops_find_msg(fs, dir, uid, &m, true);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	e.ino = FS_MSG_INO(dir->ino, uid);
+	fs_stat_msg(fs, dir, &m, &e.attr);
+	e.attr_timeout = e.entry_timeout = FS_MSG_TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void ops_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req); /* inodes are computed: nothing to drop */
+}
+
+static void ops_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void ops_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = ops_fs(req);
+	struct stat st;
+	struct fs_dir *dir;
+
+	(void)fi;
+	if (FS_INO_IS_MSG(ino)) {
+		struct fs_msg m;
+		int r;
+
+		dir = tree_dir(fs, FS_INO_DIR(ino));
+		r = dir ? ops_find_msg(fs, dir, FS_INO_UID(ino), &m, false) : -ENOENT;
+		if (r) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		fs_stat_msg(fs, dir, &m, &st);
+		fuse_reply_attr(req, &st, FS_MSG_TIMEOUT);
+		return;
+	}
+	dir = tree_dir(fs, ino);
+	if (!dir) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	fs_stat_dir(fs, dir, &st);
+	pthread_rwlock_unlock(&fs->tree_lock);
+	fuse_reply_attr(req, &st, ops_dir_timeout(fs));
+}
+
+/* --- directories --- */
+
+struct dir_entry {
+	char *name;
+	struct stat st;
+};
+
+struct dir_snap {
+	struct fs_dir *dir;
+	struct dir_entry *subs; /* ".", "..", then subdirectories */
+	size_t nsubs;
+	struct fs_msg *msgs;
+	size_t nmsgs;
+};
+
+static void ops_snap_free(struct dir_snap *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->nsubs; i++)
+		if (i >= 2)
+			free(s->subs[i].name);
+	free(s->subs);
+	free(s->msgs);
+	free(s);
+}
+
+static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out)
+{
+	struct dir_snap *s = calloc(1, sizeof(*s));
+	size_t n = 2;
+
+	if (!s)
+		return -ENOMEM;
+	s->dir = dir;
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	for (struct fs_dir *c = dir->first_child; c; c = c->next_sibling)
+		n += c->visible;
+	s->subs = calloc(n, sizeof(*s->subs));
+	if (!s->subs) {
+		pthread_rwlock_unlock(&fs->tree_lock);
+		ops_snap_free(s);
+		return -ENOMEM;
+	}
+	s->subs[0].name = (char *)".";
+	fs_stat_dir(fs, dir, &s->subs[0].st);
+	s->subs[1].name = (char *)"..";
+	fs_stat_dir(fs, dir->parent ? dir->parent : dir, &s->subs[1].st);
+	s->nsubs = 2;
+	for (struct fs_dir *c = dir->first_child; c; c = c->next_sibling) {
+		if (!c->visible)
+			continue;
+		s->subs[s->nsubs].name = strdup(c->name);
+		if (!s->subs[s->nsubs].name)
+			break;
+		fs_stat_dir(fs, c, &s->subs[s->nsubs].st);
+		s->nsubs++;
+	}
+	pthread_rwlock_unlock(&fs->tree_lock);
+
+	pthread_mutex_lock(&dir->lock);
+	if (dir->nmsgs) {
+		s->msgs = malloc(dir->nmsgs * sizeof(*s->msgs));
+		if (s->msgs) {
+			memcpy(s->msgs, dir->msgs, dir->nmsgs * sizeof(*s->msgs));
+			s->nmsgs = dir->nmsgs;
+		}
+	}
+	pthread_mutex_unlock(&dir->lock);
+	if (dir->nmsgs && !s->msgs) {
+		ops_snap_free(s);
+		return -ENOMEM;
+	}
+	*out = s;
+	return 0;
+}
+
+static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = ops_fs(req);
+	struct fs_dir *dir = tree_dir(fs, ino);
+	struct dir_snap *s;
+	int r;
+
+	if (!dir) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	r = sync_mailbox_list(fs, ops_refresh_ms(fs));
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = sync_dir_fresh(fs, dir, ops_refresh_ms(fs));
+	if (r == 0)
+		r = ops_snap_new(fs, dir, &s);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)s;
+	if (fuse_reply_open(req, fi) != 0)
+		ops_snap_free(s);
+}
+
+static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			       struct fuse_file_info *fi, bool plus)
+{
+	struct fs *fs = ops_fs(req);
+	struct dir_snap *s = (struct dir_snap *)(uintptr_t)fi->fh;
+	size_t total, pos = 0;
+	char *buf;
+
+	(void)ino;
+	if (!s) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	total = s->nsubs + s->nmsgs;
+	for (size_t i = off < 0 ? 0 : (size_t)off; i < total; i++) {
+		struct fuse_entry_param e;
+		char msgname[NAMES_MESSAGE_MAX];
+		const char *name;
+		size_t len;
+
+		memset(&e, 0, sizeof(e));
+		if (i < s->nsubs) {
+			name = s->subs[i].name;
+			e.attr = s->subs[i].st;
+			e.attr_timeout = e.entry_timeout = ops_dir_timeout(fs);
+		} else {
+			const struct fs_msg *m = &s->msgs[i - s->nsubs];
+
+			names_message_format(m->uid, msgname, sizeof(msgname));
+			name = msgname;
+			fs_stat_msg(fs, s->dir, m, &e.attr);
+			e.attr_timeout = e.entry_timeout = FS_MSG_TIMEOUT;
+		}
+		e.ino = e.attr.st_ino;
+		if (plus)
+			len = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e,
+						     (off_t)(i + 1));
+		else
+			len = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr,
+						(off_t)(i + 1));
+		if (len > size - pos)
+			break;
+		pos += len;
+	}
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void ops_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	ops_readdir_common(req, ino, size, off, fi, false);
+}
+
+static void ops_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			    struct fuse_file_info *fi)
+{
+	ops_readdir_common(req, ino, size, off, fi, true);
+}
+
+static void ops_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	ops_snap_free((struct dir_snap *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* --- files --- */
+
+static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = ops_fs(req);
+
+	if (!FS_INO_IS_MSG(ino)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		/* messages are immutable */
+		fuse_reply_err(req, fs->opts->ro ? EROFS : EPERM);
+		return;
+	}
+	/* read-only: no per-file state; the kernel stops asking */
+	fuse_reply_err(req, ENOSYS);
+}
+
+static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fs *fs = ops_fs(req);
+	struct fs_dir *dir;
+	struct fs_msg m;
+	size_t got = 0;
+	char *buf;
+	int r;
+
+	(void)fi;
+	if (!FS_INO_IS_MSG(ino)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	dir = tree_dir(fs, FS_INO_DIR(ino));
+	r = dir ? ops_find_msg(fs, dir, FS_INO_UID(ino), &m, false) : -ENOENT;
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (off < 0 || (uint64_t)off >= m.size || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > m.size - (uint64_t)off)
+		size = (size_t)(m.size - (uint64_t)off);
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = sync_read_body(fs, dir, m.uid, (uint64_t)off, buf, size, &got);
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+static void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, ENOSYS); /* nothing to flush: the kernel stops asking */
+}
+
+static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void ops_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = ops_fs(req);
+	struct statvfs st;
+	struct cache_stats cs;
+
+	(void)ino;
+	memset(&st, 0, sizeof(st));
+	cache_get_stats(fs->cache, &cs);
+	st.f_bsize = 4096;
+	st.f_frsize = 4096;
+	st.f_blocks = (cs.body_bytes + 4095) / 4096;
+	st.f_files = cs.bodies;
+	st.f_namemax = 255;
+	fuse_reply_statfs(req, &st);
+}
+
+/* --- changes: the write path comes with its own issue --- */
+
+static int ops_refuse(fuse_req_t req)
+{
+	return ops_fs(req)->opts->ro ? EROFS : EPERM;
+}
+
+static void ops_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)attr;
+	(void)to_set;
+	(void)fi;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)buf;
+	(void)size;
+	(void)off;
+	(void)fi;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      dev_t rdev)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	(void)parent;
+	(void)name;
+	(void)newparent;
+	(void)newname;
+	(void)flags;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)fi;
+	fuse_reply_err(req, ops_refuse(req));
+}
+
+static void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	xattr_get(req, ino, name, size);
+}
+
+static void ops_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	xattr_list(req, ino, size);
+}
+
+static void ops_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	xattr_set(req, ino, name, value, size, flags);
+}
+
+static void ops_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	xattr_remove(req, ino, name);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = ops_init,
+	.lookup = ops_lookup,
+	.forget = ops_forget,
+	.forget_multi = ops_forget_multi,
+	.getattr = ops_getattr,
+	.setattr = ops_setattr,
+	.mknod = ops_mknod,
+	.mkdir = ops_mkdir,
+	.unlink = ops_unlink,
+	.rmdir = ops_unlink,
+	.rename = ops_rename,
+	.create = ops_create,
+	.open = ops_open,
+	.read = ops_read,
+	.write = ops_write,
+	.flush = ops_flush,
+	.release = ops_release,
+	.opendir = ops_opendir,
+	.readdir = ops_readdir,
+	.readdirplus = ops_readdirplus,
+	.releasedir = ops_releasedir,
+	.statfs = ops_statfs,
+	.getxattr = ops_getxattr,
+	.listxattr = ops_listxattr,
+	.setxattr = ops_setxattr,
+	.removexattr = ops_removexattr,
+};

@@ -1,0 +1,1108 @@
+/*
+ * fs/sync: fills the cache from the server and keeps each directory's
+ * in-memory listing (dir->msgs) in step with the cache.
+ *
+ * - The mailbox list: LIST "" "*" on a pool worker, applied to the tree
+ *   under fs->tree_lock; single flight through fs->list_lock.
+ * - A listing: EXAMINE, then one bulk UID FETCH 1:* of the metadata the
+ *   first time, an incremental one later (CONDSTORE CHANGEDSINCE + QRESYNC
+ *   VANISHED where offered, else new UIDs above the last known plus one
+ *   FLAGS fetch of the known range), applied in one cache batch. Single
+ *   flight per directory through dir->syncing, waited on with a deadline.
+ * - Bodies: a read miss starts one UID FETCH for the message and, when the
+ *   directory is being read in listing order, the next uncached messages;
+ *   further batches go ahead of the reader on other connections while the
+ *   scan goes on (a window growing by bytes). Bodies stream into the cache
+ *   on the worker; a reader waits only for its own message. Two readers of
+ *   one message wait on the same fetch (struct fs_fetch in dir->fetches).
+ *
+ * Everything in a struct fs_dir below its lock is protected by dir->lock;
+ * workers take it only briefly (to publish a listing, mark a body done).
+ */
+#define _GNU_SOURCE
+#include "fs_i.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "imapfs/log.h"
+#include "imapfs/mutf7.h"
+#include "names_i.h"
+
+#define PREFETCH_START (64 * 1024)         /* first look-ahead, bytes */
+#define PREFETCH_MAX (4 * 1024 * 1024)     /* largest look-ahead */
+#define PREFETCH_MAX_COUNT 500             /* messages in one UID FETCH */
+#define PREFETCH_SCAN_LIMIT 4000           /* candidates looked at per batch */
+
+struct fs_fetch {
+	struct fs_fetch *next;   /* in dir->fetches */
+	struct fs *fs;
+	struct fs_dir *dir;
+	int refs;                /* the job + waiters; protected by dir->lock */
+	int64_t mailbox_id;
+	char *server_name;
+	uint32_t uidvalidity;
+	size_t n;
+	uint32_t *uids;          /* ascending */
+	bool *done;              /* protected by dir->lock */
+	bool finished;           /* protected by dir->lock */
+	int error;               /* protected by dir->lock */
+	/* streaming state, touched only by the worker running the job */
+	struct cache_body_writer *writer;
+	uint32_t writer_uid;
+};
+
+/* --- helpers --- */
+
+static void sync_dir_mailbox(struct fs *fs, struct fs_dir *dir, int64_t *id_out, char **server_out)
+{
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	*id_out = dir->selectable ? dir->mailbox_id : 0;
+	if (server_out)
+		*server_out = dir->selectable && dir->server_name ? strdup(dir->server_name) : NULL;
+	pthread_rwlock_unlock(&fs->tree_lock);
+}
+
+ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid)
+{
+	size_t lo = 0, hi = dir->nmsgs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (dir->msgs[mid].uid == uid)
+			return (ssize_t)mid;
+		if (dir->msgs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* Wait on dir->cond until *gen changes or the deadline passes. */
+static int sync_wait_gen_locked(struct fs_dir *dir, const unsigned *gen, unsigned old,
+				const struct timespec *deadline)
+{
+	while (*gen == old)
+		if (pthread_cond_timedwait(&dir->cond, &dir->lock, deadline) == ETIMEDOUT)
+			return -ETIMEDOUT;
+	return 0;
+}
+
+/* --- the mailbox list --- */
+
+struct list_entry {
+	char *server_name;
+	char *path;
+	char delimiter;
+	unsigned attrs;
+	int64_t mailbox_id;
+};
+
+struct list_ctx {
+	struct list_entry *v;
+	size_t n, cap;
+};
+
+static int sync_list_cb(void *arg, const struct imap_mailbox_info *mb)
+{
+	struct list_ctx *ctx = arg;
+	struct list_entry *e;
+	char *decoded;
+
+	if (mb->attrs & IMAP_MBOX_NONEXISTENT)
+		return 0;
+	if (ctx->n == ctx->cap) {
+		size_t cap = ctx->cap ? ctx->cap * 2 : 32;
+		struct list_entry *bigger = realloc(ctx->v, cap * sizeof(*bigger));
+
+		if (!bigger)
+			return -1;
+		ctx->v = bigger;
+		ctx->cap = cap;
+	}
+	decoded = mutf7_decode(mb->name, strlen(mb->name));
+	if (!decoded) {
+		/* not valid modified UTF-7: show the name as the server spells it */
+		log_warnx("mailbox name '%s' is not valid modified UTF-7", mb->name);
+		decoded = strdup(mb->name);
+		if (!decoded)
+			return -1;
+	}
+	e = &ctx->v[ctx->n];
+	memset(e, 0, sizeof(*e));
+	e->server_name = strdup(mb->name);
+	e->path = names_mailbox_path(decoded, mb->delimiter);
+	free(decoded);
+	if (!e->server_name || !e->path) {
+		free(e->server_name);
+		free(e->path);
+		return -1;
+	}
+	e->delimiter = mb->delimiter;
+	e->attrs = mb->attrs;
+	ctx->n++;
+	return 0;
+}
+
+static void sync_list_free(struct list_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->n; i++) {
+		free(ctx->v[i].server_name);
+		free(ctx->v[i].path);
+	}
+	free(ctx->v);
+}
+
+static void sync_apply_list(struct fs *fs, struct list_ctx *ctx)
+{
+	bool *was_visible;
+	size_t ndirs_before;
+
+	/* cache rows first, outside the tree lock */
+	for (size_t i = 0; i < ctx->n; i++) {
+		struct list_entry *e = &ctx->v[i];
+		struct cache_mailbox mb = {
+			.name = e->path,
+			.server_name = e->server_name,
+			.delimiter = e->delimiter,
+			.attrs = e->attrs,
+		};
+		int r;
+
+		if (e->attrs & IMAP_MBOX_NOSELECT)
+			continue;
+		r = cache_mailbox_put(fs->cache, &mb, &e->mailbox_id);
+		if (r)
+			log_warnx("cache: mailbox %s: %s", e->path, strerror(-r));
+	}
+
+	pthread_rwlock_wrlock(&fs->tree_lock);
+	ndirs_before = fs->ndirs;
+	was_visible = calloc(ndirs_before, sizeof(*was_visible));
+	for (size_t i = 2; i < fs->ndirs; i++) {
+		struct fs_dir *d = fs->dirs[i];
+
+		if (was_visible)
+			was_visible[i] = d->visible;
+		d->visible = false;
+		d->selectable = false;
+	}
+	for (size_t i = 0; i < ctx->n; i++) {
+		struct list_entry *e = &ctx->v[i];
+		struct fs_dir *d = tree_make_path_locked(fs, e->path);
+		bool selectable = !(e->attrs & IMAP_MBOX_NOSELECT) && e->mailbox_id > 0;
+
+		if (!d) {
+			log_warnx("out of memory adding mailbox %s", e->path);
+			continue;
+		}
+		if (d->selectable && selectable) {
+			log_warnx("mailboxes '%s' and '%s' map to the same directory; showing the first",
+				  d->server_name, e->server_name);
+			continue;
+		}
+		if (!d->server_name || strcmp(d->server_name, e->server_name) != 0) {
+			char *copy = strdup(e->server_name);
+
+			if (copy) {
+				free(d->server_name);
+				d->server_name = copy;
+			}
+		}
+		d->attrs = e->attrs;
+		d->delimiter = e->delimiter;
+		if (selectable) {
+			d->selectable = true;
+			d->mailbox_id = e->mailbox_id;
+		}
+	}
+	tree_recount_locked(fs);
+	for (size_t i = 2; i < ndirs_before && was_visible; i++) {
+		struct fs_dir *d = fs->dirs[i];
+
+		if (was_visible[i] && !d->visible)
+			notify_inval_entry(fs->notify, d->parent->ino, d->name);
+	}
+	pthread_rwlock_unlock(&fs->tree_lock);
+	free(was_visible);
+}
+
+static int sync_list_job(struct fs *fs, struct pool_conn *conn, void *arg)
+{
+	struct list_ctx ctx = { 0 };
+	int r = 0;
+
+	(void)arg;
+	if (imap_list(conn->session, "", "*", sync_list_cb, &ctx, &conn->err) != 0) {
+		log_warnx("LIST: %s", conn->err.reason);
+		r = fs_errno_from_imap(&conn->err);
+		goto out;
+	}
+	sync_apply_list(fs, &ctx);
+out:
+	sync_list_free(&ctx);
+	return r;
+}
+
+static void sync_list_done(struct fs *fs, void *arg, int result)
+{
+	(void)arg;
+	pthread_mutex_lock(&fs->list_lock);
+	fs->listing = false;
+	fs->list_error = result;
+	if (result == 0)
+		fs->listed_at_ms = fs_now_ms();
+	fs->list_gen++;
+	pthread_cond_broadcast(&fs->list_cond);
+	pthread_mutex_unlock(&fs->list_lock);
+}
+
+int sync_mailbox_list(struct fs *fs, int64_t max_age_ms)
+{
+	struct timespec deadline;
+	unsigned gen;
+	int r = 0;
+
+	pthread_mutex_lock(&fs->list_lock);
+	if (fs->listed_at_ms && fs_now_ms() - fs->listed_at_ms <= max_age_ms)
+		goto out;
+	gen = fs->list_gen;
+	if (!fs->listing) {
+		r = pool_submit(fs->pool, true, sync_list_job, sync_list_done, NULL);
+		if (r)
+			goto out;
+		fs->listing = true;
+	}
+	fs_deadline(&deadline, fs->timeout_ms);
+	while (fs->list_gen == gen && r == 0)
+		if (pthread_cond_timedwait(&fs->list_cond, &fs->list_lock, &deadline) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	if (r == 0)
+		r = fs->list_error;
+out:
+	if (r && fs->listed_at_ms) {
+		log_warnx("mailbox list: %s; showing the last one", strerror(-r));
+		r = 0;
+	}
+	pthread_mutex_unlock(&fs->list_lock);
+	return r;
+}
+
+/* --- listings --- */
+
+struct mirror {
+	struct fs_msg *msgs;
+	size_t n, cap;
+	uint64_t bytes;
+};
+
+static int sync_mirror_cb(void *arg, const struct cache_message *msg)
+{
+	struct mirror *m = arg;
+
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 256;
+		struct fs_msg *bigger = realloc(m->msgs, cap * sizeof(*bigger));
+
+		if (!bigger)
+			return -ENOMEM;
+		m->msgs = bigger;
+		m->cap = cap;
+	}
+	m->msgs[m->n].uid = msg->uid;
+	m->msgs[m->n].size = msg->size;
+	m->msgs[m->n].internaldate = msg->internaldate;
+	m->msgs[m->n].bytes_before = m->bytes;
+	m->bytes += msg->size;
+	m->n++;
+	return 0;
+}
+
+/* Read the listing from the cache and publish it in dir->msgs, telling the
+ * kernel to forget messages that went away. */
+static int sync_publish(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id, bool from_sync)
+{
+	struct cache_mailbox mb;
+	struct mirror m = { 0 };
+	struct fs_msg *old;
+	size_t nold, i = 0, j = 0;
+	bool changed;
+	int r;
+
+	r = cache_mailbox_get(fs->cache, mailbox_id, &mb);
+	if (r)
+		return r;
+	r = cache_message_list(fs->cache, mailbox_id, sync_mirror_cb, &m);
+	if (r) {
+		free(m.msgs);
+		return r;
+	}
+	pthread_mutex_lock(&dir->lock);
+	if (!from_sync && dir->loaded) { /* a sync published meanwhile */
+		pthread_mutex_unlock(&dir->lock);
+		free(m.msgs);
+		return 0;
+	}
+	old = dir->msgs;
+	nold = dir->nmsgs;
+	changed = nold != m.n || (dir->loaded && dir->uidvalidity != mb.uidvalidity);
+	if (dir->loaded && dir->uidvalidity != mb.uidvalidity) {
+		for (i = 0; i < nold; i++) {
+			char name[NAMES_MESSAGE_MAX];
+
+			names_message_format(old[i].uid, name, sizeof(name));
+			notify_inval_entry(fs->notify, dir->ino, name);
+			notify_inval_inode(fs->notify, FS_MSG_INO(dir->ino, old[i].uid));
+		}
+	} else {
+		/* both ascending: what old has and the new listing lacks */
+		while (i < nold) {
+			if (j < m.n && m.msgs[j].uid < old[i].uid) {
+				j++;
+				changed = true;
+			} else if (j < m.n && m.msgs[j].uid == old[i].uid) {
+				i++;
+				j++;
+			} else {
+				char name[NAMES_MESSAGE_MAX];
+
+				names_message_format(old[i].uid, name, sizeof(name));
+				notify_inval_entry(fs->notify, dir->ino, name);
+				changed = true;
+				i++;
+			}
+		}
+	}
+	dir->msgs = m.msgs;
+	dir->nmsgs = m.n;
+	dir->uidvalidity = mb.uidvalidity;
+	if (from_sync || !dir->loaded)
+		dir->synced_at_ms = mb.synced_at * 1000;
+	if (from_sync)
+		dir->synced_at_ms = fs_now_ms();
+	if (changed && dir->loaded) {
+		__atomic_store_n(&dir->mtime, time(NULL), __ATOMIC_RELAXED);
+		/* listing indexes moved: start the scan detection afresh */
+		dir->have_last = false;
+		dir->seq_run = 0;
+		dir->frontier = 0;
+		dir->window = 0;
+	}
+	dir->loaded = true;
+	pthread_mutex_unlock(&dir->lock);
+	free(old);
+	return 0;
+}
+
+struct meta_ctx {
+	struct cache_batch *batch;
+	uint32_t known_max;   /* UIDs above are new: stored whole */
+	uint32_t min_uid;     /* ignore answers below ("n:*" may return the last) */
+	uint32_t *uids;       /* every UID seen, when collecting */
+	size_t n, cap;
+	bool collect;
+	int error;
+};
+
+/* flags without \Recent: it belongs to one session, not to the message */
+static void sync_flags_without_recent(const char *in, char *out)
+{
+	size_t used = 0;
+
+	while (*in) {
+		size_t len;
+
+		while (*in == ' ')
+			in++;
+		len = strcspn(in, " ");
+		if (len && !(len == 7 && strncasecmp(in, "\\Recent", 7) == 0)) {
+			if (used)
+				out[used++] = ' ';
+			memcpy(out + used, in, len);
+			used += len;
+		}
+		in += len;
+	}
+	out[used] = '\0';
+}
+
+static int sync_meta_cb(void *arg, const struct imap_msg_meta *meta)
+{
+	struct meta_ctx *ctx = arg;
+	const char *given = (meta->have & IMAP_META_FLAGS) && meta->flags ? meta->flags : "";
+	char *flags = malloc(strlen(given) + 1);
+	int r;
+
+	if (!flags) {
+		ctx->error = -ENOMEM;
+		return 1;
+	}
+	sync_flags_without_recent(given, flags);
+
+	if (meta->uid < ctx->min_uid || meta->uid == 0) {
+		free(flags);
+		return 0;
+	}
+	if (ctx->collect) {
+		if (ctx->n == ctx->cap) {
+			size_t cap = ctx->cap ? ctx->cap * 2 : 1024;
+			uint32_t *bigger = realloc(ctx->uids, cap * sizeof(*bigger));
+
+			if (!bigger) {
+				free(flags);
+				ctx->error = -ENOMEM;
+				return 1;
+			}
+			ctx->uids = bigger;
+			ctx->cap = cap;
+		}
+		ctx->uids[ctx->n++] = meta->uid;
+	}
+	if (meta->uid > ctx->known_max) {
+		struct cache_message msg = {
+			.uid = meta->uid,
+			.size = meta->size,
+			.internaldate = meta->internaldate,
+			.modseq = meta->modseq,
+			.flags = flags,
+		};
+
+		r = cache_batch_put(ctx->batch, &msg);
+	} else if (meta->have & IMAP_META_FLAGS) {
+		r = cache_batch_set_flags(ctx->batch, meta->uid, flags, meta->modseq);
+	} else {
+		r = 0;
+	}
+	free(flags);
+	if (r) {
+		ctx->error = r;
+		return 1;
+	}
+	return 0;
+}
+
+static int sync_vanished_cb(void *arg, uint32_t lo, uint32_t hi)
+{
+	struct meta_ctx *ctx = arg;
+	int r = cache_batch_expunge(ctx->batch, lo, hi);
+
+	if (r) {
+		ctx->error = r;
+		return 1;
+	}
+	return 0;
+}
+
+static int sync_cmp_uid(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int sync_fetch_meta(struct pool_conn *conn, const char *set, unsigned items,
+			   uint64_t changedsince, struct meta_ctx *ctx)
+{
+	if (imap_uid_fetch_meta(conn->session, set, items, changedsince, sync_meta_cb,
+				sync_vanished_cb, ctx, &conn->err) != 0) {
+		if (ctx->error)
+			return ctx->error;
+		log_warnx("UID FETCH %s: %s", set, conn->err.reason);
+		return fs_errno_from_imap(&conn->err);
+	}
+	return ctx->error;
+}
+
+/* Everything afresh: UID FETCH 1:* and keep only what the server has. */
+static int sync_listing_full(struct fs *fs, struct pool_conn *conn, int64_t id, unsigned items,
+			     const struct imap_select_info *info)
+{
+	struct meta_ctx ctx = { .collect = true };
+	int r;
+
+	r = cache_batch_begin(fs->cache, id, &ctx.batch);
+	if (r)
+		return r;
+	if (info->exists > 0)
+		r = sync_fetch_meta(conn, "1:*", items, 0, &ctx);
+	if (r == 0) {
+		if (ctx.n)
+			qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
+		r = cache_batch_retain(ctx.batch, ctx.uids, ctx.n);
+	}
+	if (r == 0)
+		r = cache_batch_commit(ctx.batch);
+	else
+		cache_batch_abort(ctx.batch);
+	free(ctx.uids);
+	return r;
+}
+
+/* Changes since the last sync. *check_out: verify the count afterwards. */
+static int sync_listing_incremental(struct fs *fs, struct pool_conn *conn, int64_t id,
+				    unsigned items, const struct imap_select_info *info,
+				    const struct cache_mailbox *cached, uint32_t max_uid)
+{
+	struct meta_ctx ctx = { .known_max = max_uid };
+	char set[32];
+	int r;
+
+	r = cache_batch_begin(fs->cache, id, &ctx.batch);
+	if (r)
+		return r;
+	if (info->highestmodseq > 0 && cached->highestmodseq > 0) {
+		/* CONDSTORE: changed and new messages; QRESYNC adds VANISHED */
+		r = sync_fetch_meta(conn, "1:*", items, cached->highestmodseq, &ctx);
+	} else {
+		ctx.collect = true;
+		if (info->uidnext == 0 || info->uidnext > max_uid + 1) {
+			snprintf(set, sizeof(set), "%u:*", max_uid + 1);
+			ctx.min_uid = max_uid + 1;
+			r = sync_fetch_meta(conn, set, items, 0, &ctx);
+			ctx.min_uid = 0;
+		}
+		if (r == 0 && max_uid > 0) {
+			snprintf(set, sizeof(set), "1:%u", max_uid);
+			r = sync_fetch_meta(conn, set, IMAP_META_FLAGS, 0, &ctx);
+		}
+		if (r == 0) {
+			if (ctx.n)
+				qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
+			r = cache_batch_retain(ctx.batch, ctx.uids, ctx.n);
+		}
+	}
+	if (r == 0)
+		r = cache_batch_commit(ctx.batch);
+	else
+		cache_batch_abort(ctx.batch);
+	free(ctx.uids);
+	return r;
+}
+
+static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
+{
+	struct fs_dir *dir = arg;
+	struct imap_select_info info;
+	struct cache_mailbox cached;
+	uint64_t count = 0;
+	uint32_t max_uid = 0, uidvalidity_cached, uidnext;
+	unsigned items = IMAP_META_FLAGS | IMAP_META_SIZE | IMAP_META_INTERNALDATE;
+	char *server_name = NULL;
+	int64_t id;
+	int r;
+
+	sync_dir_mailbox(fs, dir, &id, &server_name);
+	if (!id || !server_name) {
+		r = -ENOENT;
+		goto out;
+	}
+	r = cache_mailbox_get(fs->cache, id, &cached);
+	if (r == 0)
+		r = cache_message_count(fs->cache, id, &count, &max_uid);
+	if (r)
+		goto out;
+	uidvalidity_cached = cached.uidvalidity; /* strings in cached die at the next cache call */
+	r = pool_conn_examine(fs, conn, server_name, true, &info);
+	if (r)
+		goto out;
+	if (info.highestmodseq > 0)
+		items |= IMAP_META_MODSEQ;
+	if (uidvalidity_cached != info.uidvalidity) {
+		if (uidvalidity_cached)
+			log_info("%s: UIDVALIDITY changed, dropping its cache", server_name);
+		/* a new UIDVALIDITY drops the old messages; state follows the batch */
+		r = cache_mailbox_set_state(fs->cache, id, info.uidvalidity, 0, 0, 0);
+		if (r)
+			goto out;
+		r = sync_listing_full(fs, conn, id, items, &info);
+	} else if (info.highestmodseq > 0 && cached.highestmodseq == info.highestmodseq &&
+		   info.uidnext != 0 && cached.uidnext == info.uidnext && count == info.exists) {
+		r = 0; /* nothing changed */
+	} else if (count == 0) {
+		r = sync_listing_full(fs, conn, id, items, &info);
+	} else {
+		r = sync_listing_incremental(fs, conn, id, items, &info, &cached, max_uid);
+		if (r == 0)
+			r = cache_message_count(fs->cache, id, &count, &max_uid);
+		if (r == 0 && count != info.exists) {
+			log_debug("%s: %llu cached, server has %u: full listing", server_name,
+				  (unsigned long long)count, info.exists);
+			r = sync_listing_full(fs, conn, id, items, &info);
+		}
+	}
+	if (r)
+		goto out;
+	r = cache_message_count(fs->cache, id, &count, &max_uid);
+	if (r)
+		goto out;
+	uidnext = info.uidnext ? info.uidnext : max_uid + 1;
+	r = cache_mailbox_set_state(fs->cache, id, info.uidvalidity, uidnext, info.highestmodseq,
+				    (int64_t)time(NULL));
+	if (r == 0)
+		r = sync_publish(fs, dir, id, true);
+out:
+	if (r)
+		log_warnx("sync of %s: %s", server_name ? server_name : dir->name, strerror(-r));
+	free(server_name);
+	return r;
+}
+
+static void sync_listing_done(struct fs *fs, void *arg, int result)
+{
+	struct fs_dir *dir = arg;
+
+	(void)fs;
+	pthread_mutex_lock(&dir->lock);
+	dir->syncing = false;
+	dir->sync_error = result;
+	dir->sync_gen++;
+	pthread_cond_broadcast(&dir->cond);
+	pthread_mutex_unlock(&dir->lock);
+}
+
+int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms)
+{
+	struct timespec deadline;
+	int64_t id;
+	bool have;
+	int r = 0;
+
+	sync_dir_mailbox(fs, dir, &id, NULL);
+	if (!id)
+		return 0; /* not a mailbox: nothing to list */
+	pthread_mutex_lock(&dir->lock);
+	if (!dir->loaded) {
+		pthread_mutex_unlock(&dir->lock);
+		r = sync_publish(fs, dir, id, false);
+		if (r)
+			log_warnx("cache: listing of %s: %s", dir->name, strerror(-r));
+		pthread_mutex_lock(&dir->lock);
+		r = 0;
+	}
+	if (dir->synced_at_ms && fs_now_ms() - dir->synced_at_ms <= max_age_ms)
+		goto out;
+	if (!dir->syncing) {
+		r = pool_submit(fs->pool, true, sync_listing_job, sync_listing_done, dir);
+		if (r)
+			goto out;
+		dir->syncing = true;
+	}
+	fs_deadline(&deadline, fs->timeout_ms);
+	r = sync_wait_gen_locked(dir, &dir->sync_gen, dir->sync_gen, &deadline);
+	if (r == 0)
+		r = dir->sync_error;
+out:
+	have = dir->loaded && dir->synced_at_ms != 0;
+	pthread_mutex_unlock(&dir->lock);
+	if (r && have) {
+		log_warnx("%s: %s; showing the cached listing", dir->name, strerror(-r));
+		r = 0;
+	}
+	return r;
+}
+
+/* --- bodies --- */
+
+static void sync_fetch_unref_locked(struct fs_fetch *f)
+{
+	if (--f->refs > 0)
+		return;
+	free(f->server_name);
+	free(f->uids);
+	free(f->done);
+	free(f);
+}
+
+static ssize_t sync_fetch_index(const struct fs_fetch *f, uint32_t uid)
+{
+	size_t lo = 0, hi = f->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (f->uids[mid] == uid)
+			return (ssize_t)mid;
+		if (f->uids[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* the unfinished fetch that will bring uid, if any (dir->lock held) */
+static struct fs_fetch *sync_fetch_find_locked(struct fs_dir *dir, uint32_t uid, size_t *index_out)
+{
+	for (struct fs_fetch *f = dir->fetches; f; f = f->next) {
+		ssize_t i;
+
+		if (f->finished)
+			continue;
+		i = sync_fetch_index(f, uid);
+		if (i >= 0 && !f->done[i]) {
+			*index_out = (size_t)i;
+			return f;
+		}
+	}
+	return NULL;
+}
+
+static int sync_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t size)
+{
+	struct fs_fetch *f = arg;
+	int r;
+
+	cache_body_abort(f->writer);
+	f->writer = NULL;
+	if (offset != 0 || sync_fetch_index(f, uid) < 0)
+		return 0; /* not asked for: ignore */
+	r = cache_body_begin(f->fs->cache, f->mailbox_id, uid, size, &f->writer);
+	if (r) {
+		log_warnx("cache: body of %u: %s", uid, strerror(-r));
+		f->writer = NULL;
+	}
+	f->writer_uid = uid;
+	return 0;
+}
+
+static int sync_sink_data(void *arg, uint32_t uid, const void *buf, size_t len)
+{
+	struct fs_fetch *f = arg;
+
+	if (f->writer && uid == f->writer_uid && cache_body_write(f->writer, buf, len) != 0) {
+		cache_body_abort(f->writer);
+		f->writer = NULL;
+	}
+	return 0;
+}
+
+static int sync_sink_end(void *arg, uint32_t uid)
+{
+	struct fs_fetch *f = arg;
+	ssize_t i = sync_fetch_index(f, uid);
+
+	if (f->writer && uid == f->writer_uid) {
+		int r = cache_body_commit(f->writer);
+
+		if (r)
+			log_warnx("cache: body of %u: %s", uid, strerror(-r));
+	}
+	f->writer = NULL;
+	if (i >= 0) {
+		pthread_mutex_lock(&f->dir->lock);
+		f->done[i] = true;
+		pthread_cond_broadcast(&f->dir->cond);
+		pthread_mutex_unlock(&f->dir->lock);
+	}
+	return 0;
+}
+
+static const struct imap_body_sink sync_sink = {
+	.begin = sync_sink_begin,
+	.data = sync_sink_data,
+	.end = sync_sink_end,
+};
+
+/* "1:3,7,9:12" for the UIDs not fetched yet; NULL when none or ENOMEM */
+static char *sync_uid_set(struct fs_fetch *f)
+{
+	char *set = malloc(f->n * 22 + 1);
+	size_t used = 0, i = 0;
+
+	if (!set)
+		return NULL;
+	pthread_mutex_lock(&f->dir->lock);
+	while (i < f->n) {
+		size_t j = i;
+
+		if (f->done[i]) {
+			i++;
+			continue;
+		}
+		while (j + 1 < f->n && !f->done[j + 1] && f->uids[j + 1] == f->uids[j] + 1)
+			j++;
+		if (used)
+			set[used++] = ',';
+		if (j > i)
+			used += (size_t)sprintf(set + used, "%u:%u", f->uids[i], f->uids[j]);
+		else
+			used += (size_t)sprintf(set + used, "%u", f->uids[i]);
+		i = j + 1;
+	}
+	pthread_mutex_unlock(&f->dir->lock);
+	set[used] = '\0';
+	if (!used) {
+		free(set);
+		return NULL;
+	}
+	return set;
+}
+
+static int sync_fetch_job(struct fs *fs, struct pool_conn *conn, void *arg)
+{
+	struct fs_fetch *f = arg;
+	struct imap_select_info info;
+	char *set;
+	int r;
+
+	r = pool_conn_examine(fs, conn, f->server_name, false, &info);
+	if (r)
+		return r;
+	if (conn->selected_uidvalidity != f->uidvalidity) {
+		log_info("%s: UIDVALIDITY changed", f->server_name);
+		return -ESTALE;
+	}
+	set = sync_uid_set(f);
+	if (!set)
+		return 0;
+	if (imap_uid_fetch_bodies(conn->session, set, 0, 0, &sync_sink, f, &conn->err) != 0) {
+		log_warnx("UID FETCH %s BODY.PEEK[]: %s", f->server_name, conn->err.reason);
+		r = fs_errno_from_imap(&conn->err);
+	}
+	cache_body_abort(f->writer);
+	f->writer = NULL;
+	free(set);
+	return r;
+}
+
+static void sync_fetch_done(struct fs *fs, void *arg, int result)
+{
+	struct fs_fetch *f = arg;
+	struct fs_dir *dir = f->dir;
+	bool missing = false;
+
+	(void)fs;
+	pthread_mutex_lock(&dir->lock);
+	f->finished = true;
+	f->error = result;
+	for (size_t i = 0; i < f->n; i++)
+		missing |= !f->done[i];
+	/* an unknown UID or a new UIDVALIDITY: the listing is out of date */
+	if (result == -ESTALE || (result == 0 && missing))
+		dir->synced_at_ms = 0;
+	for (struct fs_fetch **pp = &dir->fetches; *pp; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&dir->cond);
+	sync_fetch_unref_locked(f);
+	pthread_mutex_unlock(&dir->lock);
+}
+
+/* Start fetching uids (ascending, n > 0) of dir (dir->lock held). On
+ * success the fetch is in dir->fetches and holds one reference (the job). */
+static struct fs_fetch *sync_fetch_start_locked(struct fs *fs, struct fs_dir *dir, uint32_t *uids,
+						size_t n, bool urgent)
+{
+	struct fs_fetch *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		goto out_free;
+	f->done = calloc(n, sizeof(*f->done));
+	sync_dir_mailbox(fs, dir, &f->mailbox_id, &f->server_name);
+	if (!f->done || !f->server_name)
+		goto out_free;
+	f->fs = fs;
+	f->dir = dir;
+	f->refs = 1;
+	f->uids = uids;
+	f->n = n;
+	f->uidvalidity = dir->uidvalidity;
+	if (pool_submit(fs->pool, urgent, sync_fetch_job, sync_fetch_done, f) != 0) {
+		f->uids = NULL;
+		goto out_free;
+	}
+	f->next = dir->fetches;
+	dir->fetches = f;
+	return f;
+
+out_free:
+	if (f) {
+		free(f->done);
+		free(f->server_name);
+		free(f);
+	}
+	free(uids);
+	return NULL;
+}
+
+/* Collect uncached, not-in-flight messages from listing index *from on,
+ * up to bytes; advances *from past what was looked at. */
+static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
+				  size_t *from, uint64_t bytes, uint32_t *uids, size_t max)
+{
+	size_t n = 0, scanned = 0, i = *from, dummy;
+	uint64_t got = 0;
+
+	for (; i < dir->nmsgs && n < max && got < bytes && scanned < PREFETCH_SCAN_LIMIT; i++) {
+		const struct fs_msg *m = &dir->msgs[i];
+
+		scanned++;
+		if (sync_fetch_find_locked(dir, m->uid, &dummy))
+			continue;
+		if (cache_body_has(fs->cache, mailbox_id, m->uid, NULL))
+			continue;
+		uids[n++] = m->uid;
+		got += m->size;
+	}
+	*from = i;
+	return n;
+}
+
+/* Note a read at the start of file idx: detect a scan in listing order and
+ * keep the look-ahead ahead of it (dir->lock held). */
+static void sync_track_locked(struct fs_dir *dir, size_t idx)
+{
+	if (dir->have_last && idx == dir->last_index)
+		return;
+	if (dir->have_last && idx > dir->last_index && idx <= dir->last_index + 8) {
+		dir->seq_run++;
+	} else {
+		dir->seq_run = 0;
+		dir->window = 0;
+		dir->frontier = idx + 1;
+	}
+	dir->have_last = true;
+	dir->last_index = idx;
+}
+
+static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, int64_t mailbox_id)
+{
+	uint64_t ahead = 0, end_idx;
+	uint32_t *uids;
+	size_t n;
+
+	if (dir->seq_run < 1)
+		return;
+	if (dir->frontier < idx + 1)
+		dir->frontier = idx + 1;
+	if (dir->frontier >= dir->nmsgs)
+		return;
+	end_idx = dir->msgs[idx].bytes_before + dir->msgs[idx].size;
+	ahead = dir->msgs[dir->frontier].bytes_before - end_idx;
+	if (dir->window == 0)
+		dir->window = PREFETCH_START;
+	if (ahead >= dir->window)
+		return;
+	uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids));
+	if (!uids)
+		return;
+	n = sync_collect_locked(fs, dir, mailbox_id, &dir->frontier, dir->window, uids,
+				PREFETCH_MAX_COUNT);
+	if (dir->window < PREFETCH_MAX)
+		dir->window *= 2;
+	if (n == 0) {
+		free(uids);
+		return;
+	}
+	log_debug("%s: prefetching %zu messages ahead of #%zu", dir->name, n, idx);
+	sync_fetch_start_locked(fs, dir, uids, n, false);
+}
+
+/* Make sure uid is being fetched and wait for it. 0: it arrived (or was
+ * there already). */
+static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id, uint32_t uid)
+{
+	struct timespec deadline;
+	struct fs_fetch *f;
+	size_t fi = 0;
+	ssize_t idx;
+	int r = 0;
+
+	pthread_mutex_lock(&dir->lock);
+	idx = sync_find_locked(dir, uid);
+	if (idx < 0) {
+		r = -ENOENT;
+		goto out_unlock;
+	}
+	f = sync_fetch_find_locked(dir, uid, &fi);
+	if (!f) {
+		uint32_t *uids;
+		size_t n = 1, from = (size_t)idx + 1;
+
+		if (cache_body_has(fs->cache, mailbox_id, uid, NULL))
+			goto out_unlock; /* arrived meanwhile */
+		sync_track_locked(dir, (size_t)idx);
+		uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids));
+		if (!uids) {
+			r = -ENOMEM;
+			goto out_unlock;
+		}
+		uids[0] = uid;
+		if (dir->seq_run >= 1) {
+			if (dir->window == 0)
+				dir->window = PREFETCH_START;
+			n += sync_collect_locked(fs, dir, mailbox_id, &from, dir->window, uids + 1,
+						 PREFETCH_MAX_COUNT - 1);
+			if (from > dir->frontier)
+				dir->frontier = from;
+		}
+		f = sync_fetch_start_locked(fs, dir, uids, n, true);
+		if (!f) {
+			r = -EIO;
+			goto out_unlock;
+		}
+		fi = 0;
+	}
+	f->refs++;
+	fs_deadline(&deadline, fs->timeout_ms);
+	while (!f->done[fi] && !f->finished && r == 0)
+		if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	if (r == 0 && !f->done[fi])
+		r = f->error ? f->error : -ENOENT;
+	sync_fetch_unref_locked(f);
+out_unlock:
+	pthread_mutex_unlock(&dir->lock);
+	if (r == -ETIMEDOUT)
+		log_warnx("%s/%u.eml: no answer from the server in time", dir->name, uid);
+	return r;
+}
+
+int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t offset, char *buf,
+		   size_t size, size_t *read_out)
+{
+	int64_t id;
+	int r;
+
+	sync_dir_mailbox(fs, dir, &id, NULL);
+	if (!id)
+		return -ENOENT;
+	for (int attempt = 0;; attempt++) {
+		r = cache_body_read(fs->cache, id, uid, offset, buf, size, read_out);
+		if (r == 0) {
+			if (offset == 0) {
+				ssize_t idx;
+
+				pthread_mutex_lock(&dir->lock);
+				idx = sync_find_locked(dir, uid);
+				if (idx >= 0) {
+					sync_track_locked(dir, (size_t)idx);
+					sync_prefetch_locked(fs, dir, (size_t)idx, id);
+				}
+				pthread_mutex_unlock(&dir->lock);
+			}
+			return 0;
+		}
+		if (r != -ENOENT)
+			return r;
+		if (attempt == 2)
+			return -EIO; /* fetched, yet not kept (cache full or failing) */
+		r = sync_fetch_wait(fs, dir, id, uid);
+		if (r)
+			return r;
+	}
+}
+
+void sync_dir_free(struct fs_dir *dir)
+{
+	/* the pool is stopped: every fetch has finished and been unlinked */
+	(void)dir;
+}

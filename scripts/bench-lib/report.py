@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Summarise scripts/bench's raw measurements.
+
+  report.py RAW.tsv RESULTS.tsv HEADER.txt
+
+RAW has one row per measurement: rtt_ms scenario run imapfs anchor note.
+Ratios are imapfs / anchor computed run by run (same run, same conditions),
+then the median of those ratios is taken; the imapfs and anchor columns are
+medians of their own. Prints a table and writes the same figures to RESULTS.
+"""
+import statistics
+import sys
+
+# scenario -> (title, kind, target); kind: "time" (ratio of seconds),
+# "bytes" (imapfs value against a limit), "size" (ratio of bytes)
+SCEN = {
+    "s1_cold_grep": ("1 cold grep -rl -i viagra (fresh mount+cache) / mbsync+grep", "time", None),
+    "s2_warm_grep": ("2 warm grep / grep on the local copy", "time", 1.5),
+    "s3_cold_ls": ("3 cold ls -l Big / client SELECT+UID FETCH 1:* meta", "time", 1.5),
+    "s4_warm_ls": ("4 warm ls -l Big / ls -l local folder (same files)", "time", 2.0),
+    "s5_cp": ("5 cp 1,000 msgs to new mailbox / client APPEND loop", "time", 1.2),
+    "s6_head_bytes": ("6 head -c 4096 of the 20 MB msg: bytes from server", "bytes", 1.0),
+    "s7_peak_rss_kib": ("7 peak RSS of the daemon (VmHWM)", "rss", 1.0),
+    "s8_cache_size": ("8 cache size after 1 / message bytes", "size", 1.15),
+}
+
+
+def target(scen, rtt):
+    t = SCEN[scen][2]
+    if scen == "s1_cold_grep":
+        return 1.5 if rtt == "0" else 1.0
+    return t
+
+
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(kind, v):
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if kind == "time":
+        return f"{v:.3f} s"
+    if kind in ("bytes", "size"):
+        return f"{v / 1024:.0f} KiB" if v < 10 * 1024 * 1024 else f"{v / 1048576:.1f} MiB"
+    if kind == "rss":
+        return f"{v / 1024:.1f} MiB"
+    return f"{v:g}"
+
+
+def main():
+    raw, results, header = sys.argv[1:4]
+    rows = []
+    with open(raw) as f:
+        next(f)
+        for ln in f:
+            p = ln.rstrip("\n").split("\t")
+            p += [""] * (6 - len(p))
+            rows.append(p)
+    groups = {}
+    for rtt, scen, run, fs, anchor, note in rows:
+        groups.setdefault((scen, rtt), []).append((run, fs, anchor, note))
+
+    out = []   # (scenario title, rtt, imapfs, anchor, ratio, target, verdict, runs, note)
+    rtts = sorted({r[0] for r in rows if r[0] != "all"}, key=float)
+    for scen, (title, kind, _) in SCEN.items():
+        for rtt in (rtts if scen != "s7_peak_rss_kib" else ["all"]):
+            g = groups.get((scen, rtt))
+            if not g:
+                continue
+            fsv = [num(x[1]) for x in g if num(x[1]) is not None]
+            anv = [num(x[2]) for x in g if num(x[2]) is not None]
+            ratios = [num(x[1]) / num(x[2]) for x in g
+                      if num(x[1]) is not None and num(x[2]) not in (None, 0.0)]
+            bad = sorted({x[1] for x in g if x[1] in ("timeout", "fail")})
+            notes = sorted({x[3] for x in g if x[3]})
+            tgt = target(scen, rtt)
+            fs_m, an_m, ra_m = med(fsv), med(anv), med(ratios)
+            if kind in ("bytes", "rss"):
+                # the anchor column holds the limit
+                ra_m = fs_m / an_m if fs_m is not None and an_m else None
+            if bad and not fsv:
+                fs_s, ra_s, verdict = "/".join(bad), "n/a", "FAIL"
+            elif fs_m is None:
+                fs_s, ra_s, verdict = "n/a", "n/a", "n/a"
+            else:
+                fs_s = fmt(kind, fs_m)
+                ra_s = f"{ra_m:.2f}" if ra_m is not None else "n/a"
+                verdict = "n/a" if ra_m is None else ("ok" if ra_m <= tgt and not bad else "FAIL")
+                if bad:
+                    fs_s += " (" + "/".join(bad) + " in some runs)"
+            an_s = fmt(kind, an_m)
+            if kind in ("bytes", "rss"):
+                an_s = "limit " + an_s
+            tgt_s = f"<= {tgt:g}"
+            runs = f"{len(fsv)}/{len(g)}"
+            out.append((title, rtt, fs_s, an_s, ra_s, tgt_s, verdict, runs, "; ".join(notes)))
+
+    info = []
+    for rtt in rtts:
+        b = groups.get(("bulk", rtt), [])
+        t = med([num(x[2]) for x in b if num(x[2]) is not None])
+        by = med([num(x[3].split("=")[1]) for x in b if x[3].startswith("bytes_in=") and num(x[3].split("=")[1])])
+        m = groups.get(("mbsync_only", rtt), [])
+        tm = med([num(x[2]) for x in m if num(x[2]) is not None])
+        c = groups.get(("s1_cold_grep", rtt), [])
+        tc = med([num(x[1]) for x in c if num(x[1]) is not None])
+        s = f"rtt {rtt} ms: physical limit for 1 (one client, one connection, SELECT + UID FETCH 1:* BODY.PEEK[] of every mailbox, incl. connect+login): "
+        s += (f"{t:.3f} s" + (f", {by / t / 1e6:.0f} MB/s" if by else "")) if t else "n/a"
+        s += f"; mbsync alone {tm:.3f} s" if tm else ""
+        if tc and t:
+            s += f"; imapfs cold grep / limit = {tc / t:.2f}"
+        info.append(s)
+
+    with open(header) as f:
+        head = f.read().rstrip("\n")
+    cols = ("scenario", "rtt_ms", "imapfs", "anchor", "ratio", "target", "verdict", "runs", "notes")
+    w = [max(len(str(r[i])) for r in out + [cols]) for i in range(8)]
+    lines = [head, ""]
+    lines.append("  ".join(str(c).ljust(w[i]) for i, c in enumerate(cols[:8])))
+    lines.append("  ".join("-" * w[i] for i in range(8)))
+    for r in out:
+        lines.append("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r[:8])))
+    lines.append("")
+    lines += info
+    notes = [f"  {r[0].split()[0]} @{r[1]}: {r[8]}" for r in out if r[8]]
+    if notes:
+        lines.append("notes:")
+        lines += notes
+    print("\n".join(lines))
+
+    with open(results, "w") as f:
+        for ln in head.split("\n"):
+            f.write(ln + "\n")
+        f.write("\t".join(cols) + "\n")
+        for r in out:
+            f.write("\t".join(str(c) for c in r) + "\n")
+        for s in info:
+            f.write("# " + s + "\n")
+
+
+if __name__ == "__main__":
+    main()

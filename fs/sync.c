@@ -1023,6 +1023,10 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 		goto out_unlock;
 	}
 	f = sync_fetch_find_locked(dir, uid, &fi);
+	if (!f && dir->failed_uid == uid && fs_now_ms() - dir->failed_at_ms < 1000) {
+		r = dir->failed_error; /* do not wait a second timeout for the same answer */
+		goto out_unlock;
+	}
 	if (!f) {
 		uint32_t *uids;
 		size_t n = 1, from = (size_t)idx + 1;
@@ -1058,6 +1062,11 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 			r = -ETIMEDOUT;
 	if (r == 0 && !f->done[fi])
 		r = f->error ? f->error : -ENOENT;
+	if (r) {
+		dir->failed_uid = uid;
+		dir->failed_error = r;
+		dir->failed_at_ms = fs_now_ms();
+	}
 	sync_fetch_unref_locked(f);
 out_unlock:
 	pthread_mutex_unlock(&dir->lock);

@@ -39,6 +39,7 @@ static int mutf7_out_reserve(struct mutf7_out *o, size_t more)
 		return -1;
 	o->buf = nbuf;
 	o->cap = cap;
+	o->buf[o->len] = '\0';
 	return 0;
 }
 
@@ -304,8 +305,6 @@ char *mutf7_encode(const char *in, size_t len)
 		}
 	}
 	if (nunits && mutf7_flush_units(&o, units, nunits) < 0)
-		goto out_nomem;
-	if (!o.buf && mutf7_out_add(&o, "", 0) < 0)
 		goto out_nomem;
 	free(units);
 	return o.buf;

@@ -85,7 +85,7 @@ struct imap_literal_info {
 	const struct imap_response *resp;   /* parsed so far: type, tag, number, keyword */
 	const struct imap_value *container; /* the list the literal is an element of */
 	const struct imap_value *item;      /* element before it in container, or NULL */
-	unsigned depth;                     /* 1 = directly in the response's argument list */
+	unsigned depth;                     /* 0: among the response arguments, 1: in a list (FETCH items) */
 	uint64_t size;
 };
 

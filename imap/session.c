@@ -46,6 +46,8 @@ typedef int (*cmd_untagged_fn)(struct imap_session *s, struct imap_cmd *cmd,
 
 struct imap_cmd {
 	char tag[16];
+	unsigned tag_number;
+	bool sent;
 	char verb[24]; /* for messages: "SELECT", "UID FETCH" */
 	struct imap_cmdbuf buf;
 	cmd_untagged_fn on_untagged;
@@ -698,6 +700,7 @@ static void cmd_init(struct imap_session *s, struct imap_cmd *cmd, const char *v
 {
 	memset(cmd, 0, sizeof(*cmd));
 	s->tag_counter++;
+	cmd->tag_number = s->tag_counter;
 	snprintf(cmd->tag, sizeof(cmd->tag), "A%04u", s->tag_counter % 1000000u);
 	snprintf(cmd->verb, sizeof(cmd->verb), "%s", verb);
 	imap_cmdbuf_init(&cmd->buf, imap_session_has_cap(s, "LITERAL+"),
@@ -709,6 +712,9 @@ static void cmd_init(struct imap_session *s, struct imap_cmd *cmd, const char *v
 
 static void cmd_cleanup(struct imap_session *s, struct imap_cmd *cmd)
 {
+	/* a command refused before sending gives its tag back */
+	if (!cmd->sent && cmd->tag_number == s->tag_counter)
+		s->tag_counter--;
 	session_unlink(s, cmd);
 	if (s->stream_cmd == cmd)
 		s->stream_cmd = NULL;
@@ -759,6 +765,7 @@ static int cmd_send(struct imap_session *s, struct imap_cmd *cmd, struct imap_er
 		pp = &(*pp)->next;
 	*pp = cmd;
 	cmd->next = NULL;
+	cmd->sent = true;
 
 	for (size_t k = 0; k < cmd->buf.nsync; k++) {
 		size_t end = cmd->buf.sync[k];

@@ -115,10 +115,16 @@ struct fs {
 	gid_t gid;
 	time_t mount_time;
 	int timeout_ms;              /* bound on any wait for the server */
+	bool no_open;                /* the kernel took FUSE_CAP_NO_OPEN_SUPPORT (set in init) */
 
 	pthread_rwlock_t tree_lock;  /* the directory table and tree fields */
 	struct fs_dir **dirs;        /* [0] unused, [1] the root */
 	size_t ndirs, dirs_cap;
+
+	/* taken around body writes to the cache: SQLite allows one writer at a
+	 * time and makes the others sleep in its busy handler; a mutex hands
+	 * over at once */
+	pthread_mutex_t body_write_lock;
 
 	pthread_mutex_t list_lock;   /* protects the mailbox-list state below */
 	pthread_cond_t list_cond;

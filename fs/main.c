@@ -207,6 +207,7 @@ int main(int argc, char **argv)
 	fs.mount_time = time(NULL);
 	fs.timeout_ms = (int)opts.timeout * 1000;
 	pthread_mutex_init(&fs.list_lock, NULL);
+	pthread_mutex_init(&fs.body_write_lock, NULL);
 	fs_cond_init(&fs.list_cond);
 	if (tree_init(&fs) != 0) {
 		fprintf(stderr, "imapfs: out of memory\n");
@@ -317,6 +318,7 @@ out:
 	tree_free(&fs);
 	main_free_password(fs.password);
 	pthread_mutex_destroy(&fs.list_lock);
+	pthread_mutex_destroy(&fs.body_write_lock);
 	pthread_cond_destroy(&fs.list_cond);
 	options_free(&opts);
 	return ret;

@@ -72,9 +72,12 @@ void fs_stat_msg(struct fs *fs, const struct fs_dir *dir, const struct fs_msg *m
 
 static void ops_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
-	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
+	struct fs *fs = userdata;
+
+	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
 		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+		fs->no_open = true;
+	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
@@ -404,8 +407,14 @@ static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, fs->opts->ro ? EROFS : EPERM);
 		return;
 	}
-	/* read-only: no per-file state; the kernel stops asking */
-	fuse_reply_err(req, ENOSYS);
+	if (fs->no_open) {
+		/* read-only: no per-file state; the kernel stops asking and
+		 * keeps its page cache */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	fi->keep_cache = 1; /* message files never change */
+	fuse_reply_open(req, fi);
 }
 
 static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -774,9 +774,16 @@ static int sync_sink_data(void *arg, uint32_t uid, const void *buf, size_t len)
 {
 	struct fs_fetch *f = arg;
 
-	if (f->writer && uid == f->writer_uid && cache_body_write(f->writer, buf, len) != 0) {
-		cache_body_abort(f->writer);
-		f->writer = NULL;
+	if (f->writer && uid == f->writer_uid) {
+		int r;
+
+		pthread_mutex_lock(&f->fs->body_write_lock);
+		r = cache_body_write(f->writer, buf, len);
+		pthread_mutex_unlock(&f->fs->body_write_lock);
+		if (r) {
+			cache_body_abort(f->writer);
+			f->writer = NULL;
+		}
 	}
 	return 0;
 }
@@ -787,8 +794,11 @@ static int sync_sink_end(void *arg, uint32_t uid)
 	ssize_t i = sync_fetch_index(f, uid);
 
 	if (f->writer && uid == f->writer_uid) {
-		int r = cache_body_commit(f->writer);
+		int r;
 
+		pthread_mutex_lock(&f->fs->body_write_lock);
+		r = cache_body_commit(f->writer);
+		pthread_mutex_unlock(&f->fs->body_write_lock);
 		if (r)
 			log_warnx("cache: body of %u: %s", uid, strerror(-r));
 	}

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Speed by design, checked on the protocol trace (-d), not with a clock:
+the first listing of a mailbox costs one bulk UID FETCH 1:* of the
+metadata; a cold sequential scan (grep -r, cat of every file in listing
+order) fetches bodies in batches, not one UID FETCH per message; a second
+scan and a re-listing within the refresh interval send nothing; every byte
+read matches the server."""
+
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Dovecot, Imapfs, check  # noqa: E402
+from test_mount_lib import eml_uids, read_file, server_bodies  # noqa: E402
+
+N = 300
+
+
+def msg(i):
+    return ("From: prefetch@example.org\r\nSubject: prefetch %d\r\n"
+            "Message-ID: <prefetch-%d@example.org>\r\n\r\n%s%s\r\n"
+            % (i, i, ("filler line %d\r\n" % i) * (i % 40), "needle" if i % 7 == 0 else "")
+            ).encode()
+
+
+def commands(m):
+    return [line.split("C: ", 1)[1] for line in m.stderr().splitlines() if " C: " in line]
+
+
+def main():
+    with Dovecot() as dc:
+        c = dc.client()
+        c.create("Scan")
+        for i in range(1, N + 1):
+            c.append("Scan", None, None, msg(i))
+        expected = server_bodies(c, "Scan")
+        with Imapfs(dc, opts=["-d", "-o", "refresh=600"]) as m:
+            scan = os.path.join(m.path, "Scan")
+            check(eml_uids(scan) == list(range(1, N + 1)), "Scan lists %d messages" % N)
+            meta = [x for x in commands(m) if re.search(r"UID FETCH \S+ \(UID FLAGS RFC822\.SIZE", x)]
+            check(len(meta) == 1 and " 1:* " in meta[0],
+                  "the first listing is one bulk UID FETCH 1:* (%s)" % meta)
+
+            r = subprocess.run(["grep", "-rl", "needle", scan], stdout=subprocess.PIPE, text=True)
+            found = sorted(int(os.path.basename(p)[:-4]) for p in r.stdout.split())
+            check(found == [i for i in range(1, N + 1) if i % 7 == 0],
+                  "grep -rl finds the %d messages holding the needle" % len(found))
+            bodies = [x for x in commands(m) if "BODY.PEEK[]" in x]
+            fetched = set()
+            for cmd in bodies:
+                for part in re.search(r"UID FETCH (\S+)", cmd).group(1).split(","):
+                    lo, _, hi = part.partition(":")
+                    fetched.update(range(int(lo), int(hi or lo) + 1))
+            print("  body fetches: %s" % [re.search(r"UID FETCH (\S+)", x).group(1) for x in bodies])
+            check(fetched == set(range(1, N + 1)), "every message fetched")
+            check(len(bodies) <= N // 10,
+                  "cold grep -r: %d UID FETCH commands for %d messages (batched)"
+                  % (len(bodies), N))
+            check(not [x for x in bodies if "BODY[]" in x.replace("BODY.PEEK[]", "")],
+                  "bodies fetched with BODY.PEEK[] only")
+
+            before = len(commands(m))
+            for uid in range(1, N + 1):
+                if read_file(os.path.join(scan, "%d.eml" % uid)) != expected[uid]:
+                    raise AssertionError("%d.eml differs from the server" % uid)
+            check(True, "all %d files read the server's bytes" % N)
+            eml_uids(scan)
+            check(len(commands(m)) == before,
+                  "a second scan and a re-listing within refresh send no command")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

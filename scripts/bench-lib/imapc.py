@@ -20,7 +20,8 @@ per-line parsing.
                                                RFC822.SIZE
 
 Timed commands print "key=value" lines: t_total (connect to LOGOUT sent),
-t_work (after LOGIN: the commands themselves), plus counts and bytes.
+t_work (after LOGIN: the commands themselves), cpu (this client's own CPU
+seconds, to show it is not the bottleneck), plus counts and bytes.
 """
 import argparse
 import re
@@ -245,6 +246,7 @@ def main():
     out["t_total"] = f"{t2 - t0:.6f}"
     out["t_work"] = f"{t2 - t1:.6f}"
     out["bytes_in"] = c.bytes_in
+    out["cpu"] = f"{time.process_time():.3f}"
     for k, v in out.items():
         print(f"{k}={v}")
 

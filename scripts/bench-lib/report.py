@@ -15,8 +15,10 @@ import sys
 # "bytes" (imapfs value against a limit), "size" (ratio of bytes)
 SCEN = {
     "s1_cold_grep": ("1 cold grep -rl -i viagra (fresh mount+cache) / mbsync+grep", "time", None),
+    "s1b_cold_grep_mount": ("1b the same, counting the mount as well", "time", None),
     "s2_warm_grep": ("2 warm grep / grep on the local copy", "time", 1.5),
     "s3_cold_ls": ("3 cold ls -l Big / client SELECT+UID FETCH 1:* meta", "time", 1.5),
+    "s3b_cold_ls_mount": ("3b mount+ls -l / client connect+login+SELECT+FETCH", "time", None),
     "s4_warm_ls": ("4 warm ls -l Big / ls -l local folder (same files)", "time", 2.0),
     "s5_cp": ("5 cp 1,000 msgs to new mailbox / client APPEND loop", "time", 1.2),
     "s6_head_bytes": ("6 head -c 4096 of the 20 MB msg: bytes from server", "bytes", 1.0),
@@ -92,30 +94,43 @@ def main():
                 fs_s, ra_s, verdict = "/".join(bad), "n/a", "FAIL"
             elif fs_m is None:
                 fs_s, ra_s, verdict = "n/a", "n/a", "n/a"
+                if notes and notes[0].startswith("n/a"):
+                    fs_s = "n/a"
             else:
                 fs_s = fmt(kind, fs_m)
                 ra_s = f"{ra_m:.2f}" if ra_m is not None else "n/a"
-                verdict = "n/a" if ra_m is None else ("ok" if ra_m <= tgt and not bad else "FAIL")
+                if tgt is None:
+                    verdict = "info"
+                elif ra_m is None:
+                    verdict = "n/a"
+                else:
+                    verdict = "ok" if ra_m <= tgt and not bad else "FAIL"
                 if bad:
                     fs_s += " (" + "/".join(bad) + " in some runs)"
             an_s = fmt(kind, an_m)
             if kind in ("bytes", "rss"):
                 an_s = "limit " + an_s
-            tgt_s = f"<= {tgt:g}"
+            tgt_s = f"<= {tgt:g}" if tgt is not None else "-"
             runs = f"{len(fsv)}/{len(g)}"
-            out.append((title, rtt, fs_s, an_s, ra_s, tgt_s, verdict, runs, "; ".join(notes)))
+            if tgt is None and bad and not fsv:
+                verdict = "info"
+            out.append((title, rtt, fs_s, an_s, ra_s, tgt_s, verdict, runs, "; ".join(notes),
+                        (scen, fs_m, an_m, ra_m, tgt, "/".join(bad))))
 
     info = []
     for rtt in rtts:
         b = groups.get(("bulk", rtt), [])
         t = med([num(x[2]) for x in b if num(x[2]) is not None])
-        by = med([num(x[3].split("=")[1]) for x in b if x[3].startswith("bytes_in=") and num(x[3].split("=")[1])])
+        kvs = [dict(kv.split("=", 1) for kv in x[3].split() if "=" in kv) for x in b]
+        by = med([num(k.get("bytes_in", "")) for k in kvs if num(k.get("bytes_in", ""))])
+        cpu = med([num(k.get("cpu", "")) for k in kvs if num(k.get("cpu", ""))])
         m = groups.get(("mbsync_only", rtt), [])
         tm = med([num(x[2]) for x in m if num(x[2]) is not None])
         c = groups.get(("s1_cold_grep", rtt), [])
         tc = med([num(x[1]) for x in c if num(x[1]) is not None])
-        s = f"rtt {rtt} ms: physical limit for 1 (one client, one connection, SELECT + UID FETCH 1:* BODY.PEEK[] of every mailbox, incl. connect+login): "
-        s += (f"{t:.3f} s" + (f", {by / t / 1e6:.0f} MB/s" if by else "")) if t else "n/a"
+        s = f"rtt {rtt} ms: physical limit for 1 (one connection: connect, login, SELECT + UID FETCH 1:* BODY.PEEK[] of every mailbox): "
+        s += (f"{t:.3f} s" + (f", {by / t / 1e6:.0f} MB/s" if by else "") +
+              (f" (client CPU {cpu:.2f} s)" if cpu else "")) if t else "n/a"
         s += f"; mbsync alone {tm:.3f} s" if tm else ""
         if tc and t:
             s += f"; imapfs cold grep / limit = {tc / t:.2f}"
@@ -123,6 +138,7 @@ def main():
 
     with open(header) as f:
         head = f.read().rstrip("\n")
+    unit = {"time": "s", "bytes": "bytes", "size": "bytes", "rss": "KiB"}
     cols = ("scenario", "rtt_ms", "imapfs", "anchor", "ratio", "target", "verdict", "runs", "notes")
     w = [max(len(str(r[i])) for r in out + [cols]) for i in range(8)]
     lines = [head, ""]
@@ -141,9 +157,13 @@ def main():
     with open(results, "w") as f:
         for ln in head.split("\n"):
             f.write(ln + "\n")
-        f.write("\t".join(cols) + "\n")
+        f.write("scenario\trtt_ms\timapfs_median\tanchor_median\tratio_median\ttarget\tverdict\t"
+                "unit\truns\tfailed_runs\tnotes\n")
         for r in out:
-            f.write("\t".join(str(c) for c in r) + "\n")
+            scen, fs_m, an_m, ra_m, tgt, bad = r[9]
+            g = lambda v: "NA" if v is None else (f"{v:.0f}" if abs(v) >= 1000 else f"{v:.6g}")
+            f.write("\t".join([scen, r[1], g(fs_m), g(an_m), g(ra_m), g(tgt), r[6],
+                               unit[SCEN[scen][1]], r[7], bad or "-", r[8] or "-"]) + "\n")
         for s in info:
             f.write("# " + s + "\n")
 

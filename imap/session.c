@@ -186,7 +186,7 @@ static void session_mark_broken(struct imap_session *s, const struct imap_error 
 	if (!s->broken) {
 		s->broken = true;
 		snprintf(s->broken_reason, sizeof(s->broken_reason), "%s",
-			 err ? err->reason : "broken");
+			 err && err->reason[0] ? err->reason : "connection failed");
 		log_debug("imap %s: session broken: %s", s->host, s->broken_reason);
 	}
 	s->inflight = NULL;
@@ -206,8 +206,12 @@ static int session_fail(struct imap_session *s, struct imap_error *err, enum ima
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	imap_error_set(err, kind, NULL, "%s", reason);
-	if (error_is_fatal(kind))
-		session_mark_broken(s, err);
+	if (error_is_fatal(kind)) {
+		struct imap_error e;
+
+		imap_error_set(&e, kind, NULL, "%s", reason);
+		session_mark_broken(s, &e);
+	}
 	return -1;
 }
 
@@ -527,10 +531,14 @@ static int session_read_response(struct imap_session *s, struct imap_response **
 				return session_fail(s, err, IMAP_ERR_PROTOCOL, "bad response from %s: %s",
 						    s->host, imap_parser_error(s->parser));
 		}
+		struct imap_error e = { 0 };
+
 		s->rpos = s->rlen = 0;
-		ssize_t n = imap_conn_read(s->conn, s->rbuf, SESSION_READ_BUFFER, err);
+		ssize_t n = imap_conn_read(s->conn, s->rbuf, SESSION_READ_BUFFER, &e);
 		if (n < 0) {
-			session_mark_broken(s, err);
+			session_mark_broken(s, &e);
+			if (err)
+				*err = e;
 			return -1;
 		}
 		if (n == 0)
@@ -736,8 +744,12 @@ static int session_check_usable(struct imap_session *s, struct imap_error *err)
 static int session_write(struct imap_session *s, const char *buf, size_t len,
 			 struct imap_error *err)
 {
-	if (imap_conn_write(s->conn, buf, len, err) < 0) {
-		session_mark_broken(s, err);
+	struct imap_error e = { 0 };
+
+	if (imap_conn_write(s->conn, buf, len, &e) < 0) {
+		session_mark_broken(s, &e);
+		if (err)
+			*err = e;
 		return -1;
 	}
 	return 0;
@@ -1863,8 +1875,17 @@ int imap_session_noop_pipelined(struct imap_session *s, unsigned n, struct imap_
 			break;
 		}
 	}
-	for (unsigned i = 0; i < sent && r == 0; i++)
-		r = cmd_wait(s, &cmds[i], err);
+	/* wait for every reply (even after a NO) so no tag is left pending;
+	 * report the first failure */
+	for (unsigned i = 0; i < sent && !s->broken; i++) {
+		struct imap_error e;
+
+		if (cmd_wait(s, &cmds[i], &e) < 0 && r == 0) {
+			r = -1;
+			if (err)
+				*err = e;
+		}
+	}
 	for (unsigned i = 0; i < sent; i++)
 		cmd_cleanup(s, &cmds[i]);
 	free(cmds);

@@ -653,10 +653,12 @@ static void srv_out_of_order(struct srv *v)
 	    !srv_send(v, "* 5 EXISTS\r\nA0003 OK second\r\nA0004 OK third\r\nA0002 OK first\r\n") ||
 	    !srv_expect(v, "A0005 NOOP\r\nA0006 NOOP\r\n") ||
 	    !srv_send(v, "A0006 NO [ALERT] nope\r\nA0005 OK fine\r\n") ||
-	    !srv_expect(v, "A0007 NOOP\r\n") || !srv_send(v, "A0007 OK done\r\n") ||
-	    !srv_expect(v, "A0008 LOGOUT\r\n"))
+	    !srv_expect(v, "A0007 NOOP\r\nA0008 NOOP\r\n") ||
+	    !srv_send(v, "A0007 NO first\r\n* 6 EXISTS\r\nA0008 OK second\r\n") ||
+	    !srv_expect(v, "A0009 NOOP\r\n") || !srv_send(v, "A0009 OK done\r\n") ||
+	    !srv_expect(v, "A0010 LOGOUT\r\n"))
 		return;
-	srv_send(v, "A0008 OK done\r\n"); /* no BYE: fine too */
+	srv_send(v, "A0010 OK done\r\n"); /* no BYE: fine too */
 }
 
 static void test_out_of_order(void **state)
@@ -674,6 +676,10 @@ static void test_out_of_order(void **state)
 	assert_int_equal(imap_session_noop_pipelined(s, 2, &err), -1);
 	assert_int_equal(err.kind, IMAP_ERR_NO);
 	assert_false(imap_session_is_broken(s));
+	/* the first fails: the second's reply is still read, no tag left over */
+	assert_int_equal(imap_session_noop_pipelined(s, 2, &err), -1);
+	assert_int_equal(err.kind, IMAP_ERR_NO);
+	assert_non_null(strstr(err.reason, "first"));
 	assert_int_equal(imap_noop(s, &err), 0);
 	imap_session_close(s);
 	srv_finish(srv);

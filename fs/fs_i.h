@@ -97,7 +97,7 @@ struct fs_dir {
 	unsigned seq_run;            /* consecutive reads in listing order */
 	size_t frontier;             /* listing index past the last one fetched ahead */
 	uint64_t window;             /* bytes to fetch ahead */
-	/* the last failed fetch: the kernel retries a failed read at once */
+	/* the last read that timed out: the kernel retries a failed read at once */
 	uint32_t failed_uid;
 	int failed_error;
 	int64_t failed_at_ms;

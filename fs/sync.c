@@ -1032,11 +1032,13 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 		r = -ENOENT;
 		goto out_unlock;
 	}
-	f = sync_fetch_find_locked(dir, uid, &fi);
-	if (!f && dir->failed_uid == uid && fs_now_ms() - dir->failed_at_ms < 1000) {
-		r = dir->failed_error; /* do not wait a second timeout for the same answer */
+	if (dir->failed_uid == uid && fs_now_ms() - dir->failed_at_ms < 1000) {
+		/* the kernel retries a failed read at once: do not wait out a
+		 * second timeout for the same answer */
+		r = dir->failed_error;
 		goto out_unlock;
 	}
+	f = sync_fetch_find_locked(dir, uid, &fi);
 	if (!f) {
 		uint32_t *uids;
 		size_t n = 1, from = (size_t)idx + 1;
@@ -1072,7 +1074,7 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 			r = -ETIMEDOUT;
 	if (r == 0 && !f->done[fi])
 		r = f->error ? f->error : -ENOENT;
-	if (r) {
+	if (r == -ETIMEDOUT) {
 		dir->failed_uid = uid;
 		dir->failed_error = r;
 		dir->failed_at_ms = fs_now_ms();

@@ -2,8 +2,9 @@
 """Changes made by another client show up within the refresh interval: a
 message appended appears (and reads the server's bytes), one expunged
 disappears from the listing and from lookups, a flag change shows in
-user.imap.flags. Also checked without CONDSTORE-style shortcuts by a second
-mailbox that changes several times in a row."""
+user.imap.flags; several rounds in a row keep matching the server; a
+mailbox deleted and created again (new UIDVALIDITY) shows its new messages,
+not the old pages."""
 
 import os
 import sys
@@ -60,6 +61,24 @@ def main():
                 wait_for("round %d matches the server" % rnd,
                          lambda: eml_uids(inbox) == expected)
                 check(True, "round %d: listing == server UIDs %s" % (rnd, expected))
+
+            # a mailbox deleted and created again: new UIDVALIDITY, same UIDs,
+            # other messages; the kernel's cached pages must not survive
+            c.create("Again")
+            c.append("Again", None, None, msg(500))
+            again = os.path.join(m.path, "Again")
+            wait_for("Again appears", lambda: os.path.isdir(again) and eml_uids(again) == [1])
+            check(read_file(os.path.join(again, "1.eml")) == msg(500), "Again/1.eml: first message")
+            c.select("INBOX")
+            c.delete("Again")
+            c.create("Again")
+            c.append("Again", None, None, msg(600))
+            wait_for("Again/1.eml is the new message",
+                     lambda: os.path.isdir(again) and eml_uids(again) == [1]
+                     and read_file(os.path.join(again, "1.eml")) == msg(600))
+            check(True, "after a new UIDVALIDITY, 1.eml reads the new message (no stale pages)")
+            check(os.stat(os.path.join(again, "1.eml")).st_size == len(msg(600)),
+                  "and its size is the new one")
     return 0
 
 

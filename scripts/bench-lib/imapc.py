@@ -11,7 +11,7 @@ per-line parsing.
                                                RFC822.SIZE INTERNALDATE)
   imapc.py [conn options] bulk                 every mailbox: SELECT + UID FETCH
                                                1:* BODY.PEEK[]
-  imapc.py [conn options] append MAILBOX FILE...  CREATE (untimed), then one
+  imapc.py [conn options] append MAILBOX FILE...|DIR  CREATE (untimed), then one
                                                APPEND per file, each waiting for
                                                its OK (LITERAL+ when offered)
   imapc.py [conn options] count MAILBOX        messages in MAILBOX
@@ -24,6 +24,7 @@ t_work (after LOGIN: the commands themselves), cpu (this client's own CPU
 seconds, to show it is not the bottleneck), plus counts and bytes.
 """
 import argparse
+import os
 import re
 import socket
 import ssl
@@ -201,7 +202,10 @@ def main():
     elif a.op == "append":
         box = quote(a.args[0])
         datas = []
-        for p in a.args[1:]:
+        files = a.args[1:]
+        if len(files) == 1 and os.path.isdir(files[0]):
+            files = sorted(os.path.join(files[0], n) for n in os.listdir(files[0]))
+        for p in files:
             with open(p, "rb") as f:
                 datas.append(f.read())
         c.cmd(b"CREATE " + box, keep=False)

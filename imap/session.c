@@ -1501,8 +1501,11 @@ static int meta_untagged(struct imap_session *s, struct imap_cmd *cmd,
 	}
 	if (!have_uid)
 		return 0; /* unsolicited flag update without UID */
-	if (!cmd->stopped && mc->meta_cb(mc->ctx, &m) != 0)
+	/* a stop from either callback ends both */
+	if (!cmd->stopped && !s->vanished_stopped && mc->meta_cb(mc->ctx, &m) != 0) {
 		cmd->stopped = true;
+		s->vanished_stopped = true;
+	}
 	return 1;
 
 out_malformed:

@@ -932,6 +932,75 @@ static void test_trace_redacted(void **state)
 	assert_null(strstr(buf, "secretmsg"));
 }
 
+/* ------------------------------------------------------------------ */
+/* a callback that stops: the command is read to its end, LOCAL, usable */
+
+static void srv_meta_stop(struct srv *v)
+{
+	if (!srv_login(v, "UIDPLUS CONDSTORE ENABLE QRESYNC") ||
+	    !srv_expect(v, "A0002 ENABLE QRESYNC\r\n") ||
+	    !srv_send(v, "* ENABLED QRESYNC\r\nA0002 OK on\r\n") ||
+	    !srv_expect(v, "A0003 UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 9 VANISHED)\r\n") ||
+	    !srv_send(v, "* VANISHED (EARLIER) 3:4,8\r\n"
+			 "* 1 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (10))\r\n"
+			 "* 2 FETCH (UID 6 FLAGS () MODSEQ (11))\r\n"
+			 "* VANISHED 9\r\n"
+			 "A0003 OK done\r\n") ||
+	    !srv_expect(v, "A0004 LIST \"\" \"*\"\r\n") ||
+	    !srv_send(v, "* LIST (\\HasNoChildren \\Sent) \"/\" {5}\r\nSe nt\r\n"
+			 "* LIST (\\Noselect) NIL Other\r\n"
+			 "A0004 OK done\r\n") ||
+	    !srv_expect(v, "A0005 NOOP\r\n") || !srv_send(v, "A0005 OK done\r\n") ||
+	    !srv_expect(v, "A0006 LOGOUT\r\n"))
+		return;
+	srv_send(v, "A0006 OK done\r\n");
+}
+
+static int stop_meta(void *ctx, const struct imap_msg_meta *m)
+{
+	struct meta_rec *r = ctx;
+
+	rec_meta(ctx, m);
+	return r->len > 0;
+}
+
+static int list_first(void *ctx, const struct imap_mailbox_info *m)
+{
+	struct meta_rec *r = ctx;
+
+	r->len += (size_t)snprintf(r->text + r->len, sizeof(r->text) - r->len, "%s|%c|%x;",
+				   m->name, m->delimiter ? m->delimiter : '0', m->attrs);
+	return 1;
+}
+
+static void test_callback_stop(void **state)
+{
+	struct imap_params p = test_params(IMAP_TLS_NONE);
+	struct imap_session *s;
+	struct imap_error err;
+	struct meta_rec rec = { 0 };
+	struct srv *srv;
+	int fd;
+
+	(void)state;
+	srv = srv_start(srv_meta_stop, NULL, &fd);
+	assert_int_equal(open_session(fd, &p, &s, &err), 0);
+	/* the VANISHED range is delivered, then the first message stops it all */
+	assert_int_equal(imap_uid_fetch_meta(s, "1:*", IMAP_META_FLAGS, 9, stop_meta, rec_vanished,
+					     &rec, &err),
+			 -1);
+	assert_int_equal(err.kind, IMAP_ERR_LOCAL);
+	assert_string_equal(rec.text, "V3-4;V8-8;5:9:\\Seen:0:0:0:10;");
+	assert_false(imap_session_is_broken(s));
+	memset(&rec, 0, sizeof(rec));
+	assert_int_equal(imap_list(s, "", "*", list_first, &rec, &err), -1);
+	assert_int_equal(err.kind, IMAP_ERR_LOCAL);
+	assert_string_equal(rec.text, "Se nt|/|2010;");
+	assert_int_equal(imap_noop(s, &err), 0);
+	imap_session_close(s);
+	srv_finish(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -950,6 +1019,7 @@ int main(void)
 		cmocka_unit_test(test_literal_refused),
 		cmocka_unit_test(test_auth_plain),
 		cmocka_unit_test(test_trace_redacted),
+		cmocka_unit_test(test_callback_stop),
 	};
 
 	imap_global_init();

@@ -136,8 +136,8 @@ struct fs {
 
 /* --- util (tree.c) --- */
 int64_t fs_now_ms(void);         /* wall clock */
-void fs_cond_init(pthread_cond_t *cond); /* CLOCK_MONOTONIC */
-/* wait on cond until *flag is false-ish: returns 0 or ETIMEDOUT */
+void fs_cond_init(pthread_cond_t *cond); /* timed waits on CLOCK_MONOTONIC */
+/* the absolute CLOCK_MONOTONIC time timeout_ms from now, for timed waits */
 void fs_deadline(struct timespec *ts, int timeout_ms);
 
 /* --- tree (tree.c) --- */

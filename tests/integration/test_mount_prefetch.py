@@ -69,6 +69,9 @@ def main():
             eml_uids(scan)
             check(len(commands(m)) == before,
                   "a second scan and a re-listing within refresh send no command")
+            log = m.stderr()
+            check("LOGIN <redacted>" in log and dc.password not in log,
+                  "the -d trace shows LOGIN with its arguments redacted, never the password")
     return 0
 
 

@@ -1194,11 +1194,15 @@ static int list_untagged(struct imap_session *s, struct imap_cmd *cmd,
 	else if (delim->type != IMAP_VAL_NIL)
 		return session_fail(s, err, IMAP_ERR_PROTOCOL,
 				    "malformed LIST delimiter from %s", s->host);
-	if ((name->type != IMAP_VAL_ATOM && name->type != IMAP_VAL_STRING) ||
-	    strlen(name->str) != name->len)
+	if (name->type == IMAP_VAL_NIL) {
+		info.name = "NIL"; /* an astring: a mailbox really named NIL */
+	} else if ((name->type != IMAP_VAL_ATOM && name->type != IMAP_VAL_STRING) ||
+		   strlen(name->str) != name->len) {
 		return session_fail(s, err, IMAP_ERR_PROTOCOL, "malformed LIST name from %s",
 				    s->host);
-	info.name = name->str;
+	} else {
+		info.name = name->str;
+	}
 	if (!cmd->stopped && lc->cb(lc->ctx, &info) != 0)
 		cmd->stopped = true;
 	return 1;

@@ -948,6 +948,7 @@ static void srv_meta_stop(struct srv *v)
 			 "A0003 OK done\r\n") ||
 	    !srv_expect(v, "A0004 LIST \"\" \"*\"\r\n") ||
 	    !srv_send(v, "* LIST (\\HasNoChildren \\Sent) \"/\" {5}\r\nSe nt\r\n"
+			 "* LIST (\\Noselect) NIL NIL\r\n"
 			 "* LIST (\\Noselect) NIL Other\r\n"
 			 "A0004 OK done\r\n") ||
 	    !srv_expect(v, "A0005 NOOP\r\n") || !srv_send(v, "A0005 OK done\r\n") ||
@@ -970,7 +971,7 @@ static int list_first(void *ctx, const struct imap_mailbox_info *m)
 
 	r->len += (size_t)snprintf(r->text + r->len, sizeof(r->text) - r->len, "%s|%c|%x;",
 				   m->name, m->delimiter ? m->delimiter : '0', m->attrs);
-	return 1;
+	return strcmp(m->name, "NIL") == 0; /* a mailbox named NIL: stop there */
 }
 
 static void test_callback_stop(void **state)
@@ -995,7 +996,7 @@ static void test_callback_stop(void **state)
 	memset(&rec, 0, sizeof(rec));
 	assert_int_equal(imap_list(s, "", "*", list_first, &rec, &err), -1);
 	assert_int_equal(err.kind, IMAP_ERR_LOCAL);
-	assert_string_equal(rec.text, "Se nt|/|2010;");
+	assert_string_equal(rec.text, "Se nt|/|2010;NIL|0|1;");
 	assert_int_equal(imap_noop(s, &err), 0);
 	imap_session_close(s);
 	srv_finish(srv);

@@ -29,6 +29,7 @@ struct imap_conn {
 	int timeout_ms;
 	SSL_CTX *ctx;
 	SSL *ssl;
+	bool tls_up; /* handshake done: close_notify makes sense */
 };
 
 static int64_t conn_now_ms(void)
@@ -262,8 +263,10 @@ int imap_conn_start_tls(struct imap_conn *c, const char *host, const char *cafil
 		ERR_clear_error();
 		errno = 0;
 		r = SSL_connect(c->ssl);
-		if (r == 1)
+		if (r == 1) {
+			c->tls_up = true;
 			break;
+		}
 		long vr = SSL_get_verify_result(c->ssl);
 		if (vr != X509_V_OK) {
 			imap_error_set(err, IMAP_ERR_TLS, NULL, "certificate check failed for %s: %s",
@@ -391,7 +394,8 @@ void imap_conn_close(struct imap_conn *c)
 		return;
 	if (c->ssl) {
 		ERR_clear_error();
-		(void)SSL_shutdown(c->ssl); /* one close_notify, no waiting */
+		if (c->tls_up)
+			(void)SSL_shutdown(c->ssl); /* one close_notify, no waiting */
 		ERR_clear_error();
 		SSL_free(c->ssl);
 	}

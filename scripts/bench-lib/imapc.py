@@ -32,7 +32,6 @@ import sys
 import time
 
 LIST_RE = re.compile(rb'^\* LIST \(([^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (.*)$')
-LIT_RE = re.compile(rb"\{(\d+)\+?\}$")
 
 
 class ImapError(Exception):
@@ -110,9 +109,16 @@ class Conn:
         t = tag + b" "
         while True:
             ln = self._line()
-            m = LIT_RE.search(ln) if ln.endswith(b"}") else None
-            if m:
-                self._skip(int(m.group(1)))
+            n = -1
+            if ln.endswith(b"}"):
+                j = ln.rfind(b"{")
+                if j >= 0:
+                    try:
+                        n = int(ln[j + 1:-1].rstrip(b"+"))
+                    except ValueError:
+                        n = -1
+            if n >= 0:
+                self._skip(n)
                 lits += 1
                 if keep:
                     lines.append(ln)

@@ -104,7 +104,14 @@ def main():
                 elif ra_m is None:
                     verdict = "n/a"
                 else:
-                    verdict = "ok" if ra_m <= tgt and not bad else "FAIL"
+                    lim = tgt
+                    if scen == "s6_head_bytes":
+                        # wire bytes: allow TLS records + IMAP framing around
+                        # 256 KiB of message data (1% + 1 KiB)
+                        lim = tgt * 1.01 + 1024 / an_m
+                        notes.append("wire bytes incl. TLS records and IMAP framing; "
+                                     "verdict allows 1% + 1 KiB for them")
+                    verdict = "ok" if ra_m <= lim and not bad else "FAIL"
                 if bad:
                     fs_s += " (" + "/".join(bad) + " in some runs)"
             an_s = fmt(kind, an_m)

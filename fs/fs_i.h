@@ -54,6 +54,7 @@ struct fs;
 struct pool;
 struct notify;
 struct fs_fetch;
+struct fs_head;
 
 /* One message in a directory's in-memory listing (a mirror of the cache's
  * rows, rebuilt after each sync). */
@@ -91,6 +92,7 @@ struct fs_dir {
 	unsigned sync_gen;           /* counts finished syncs */
 	time_t mtime;                /* when the listing last changed; atomic */
 	struct fs_fetch *fetches;    /* body fetches in flight */
+	struct fs_head *head;        /* the head of the last large message read */
 	/* prefetch: reads of this directory in listing order */
 	size_t last_index;           /* listing index of the last file read */
 	bool have_last;
@@ -194,9 +196,10 @@ int sync_mailbox_list(struct fs *fs, int64_t max_age_ms);
 int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms);
 /* Listing index of uid in dir->msgs, or -1 (dir->lock held). */
 ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid);
-/* Read a message's bytes: cache, or a fetch (with prefetch). */
-int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t offset, char *buf,
-		   size_t size, size_t *read_out);
+/* Read a message's bytes: cache, or a fetch (with prefetch); the first
+ * bytes of a large message from a partial fetch of its head. */
+int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size,
+		   uint64_t offset, char *buf, size_t size, size_t *read_out);
 /* drop fetch state at unmount */
 void sync_dir_free(struct fs_dir *dir);
 

@@ -449,7 +449,7 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = sync_read_body(fs, dir, m.uid, (uint64_t)off, buf, size, &got);
+	r = sync_read_body(fs, dir, m.uid, m.size, (uint64_t)off, buf, size, &got);
 	if (r)
 		fuse_reply_err(req, -r);
 	else

@@ -36,6 +36,26 @@
 #define PREFETCH_MAX (4 * 1024 * 1024)     /* largest look-ahead */
 #define PREFETCH_MAX_COUNT 500             /* messages in one UID FETCH */
 #define PREFETCH_SCAN_LIMIT 4000           /* candidates looked at per batch */
+#define LARGE_MESSAGE (1024 * 1024)        /* above: the head is fetched alone first */
+#define LARGE_HEAD (256 * 1024)            /* the part of a large message fetched first */
+
+/* The head of one large message, fetched with BODY.PEEK[]<0.LARGE_HEAD> and
+ * kept in memory (dir->head): `head`, `file` or a mail client's preview
+ * read it without pulling the whole message; a read past it fetches the
+ * whole body into the cache as usual. */
+struct fs_head {
+	int refs;                /* dir->head + the job + waiters; dir->lock */
+	struct fs *fs;
+	struct fs_dir *dir;
+	uint32_t uid;
+	uint32_t uidvalidity;
+	int64_t mailbox_id;
+	char *server_name;
+	char *data;              /* LARGE_HEAD bytes */
+	size_t len;              /* bytes received; written by the worker only */
+	bool busy;               /* the fetch is running; dir->lock */
+	int error;               /* dir->lock */
+};
 
 struct fs_fetch {
 	struct fs_fetch *next;   /* in dir->fetches */
@@ -1087,8 +1107,154 @@ out_unlock:
 	return r;
 }
 
-int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t offset, char *buf,
-		   size_t size, size_t *read_out)
+/* --- the head of a large message --- */
+
+static void sync_head_unref_locked(struct fs_head *h)
+{
+	if (!h || --h->refs > 0)
+		return;
+	free(h->server_name);
+	free(h->data);
+	free(h);
+}
+
+static int sync_head_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t size)
+{
+	(void)arg;
+	(void)uid;
+	(void)offset;
+	(void)size;
+	return 0;
+}
+
+static int sync_head_sink_data(void *arg, uint32_t uid, const void *buf, size_t len)
+{
+	struct fs_head *h = arg;
+
+	if (uid != h->uid)
+		return 0;
+	if (len > LARGE_HEAD - h->len)
+		len = LARGE_HEAD - h->len;
+	memcpy(h->data + h->len, buf, len);
+	h->len += len;
+	return 0;
+}
+
+static int sync_head_sink_end(void *arg, uint32_t uid)
+{
+	(void)arg;
+	(void)uid;
+	return 0;
+}
+
+static const struct imap_body_sink sync_head_sink = {
+	.begin = sync_head_sink_begin,
+	.data = sync_head_sink_data,
+	.end = sync_head_sink_end,
+};
+
+static int sync_head_job(struct fs *fs, struct pool_conn *conn, void *arg)
+{
+	struct fs_head *h = arg;
+	char set[16];
+	int r;
+
+	r = pool_conn_examine(fs, conn, h->server_name, false, NULL);
+	if (r)
+		return r;
+	if (conn->selected_uidvalidity != h->uidvalidity)
+		return -ESTALE;
+	h->len = 0; /* a retry on a new connection starts over */
+	snprintf(set, sizeof(set), "%u", h->uid);
+	if (imap_uid_fetch_bodies(conn->session, set, 0, LARGE_HEAD, &sync_head_sink, h,
+				  &conn->err) != 0) {
+		log_warnx("UID FETCH %s BODY.PEEK[]<0.%d>: %s", h->server_name, LARGE_HEAD,
+			  conn->err.reason);
+		return fs_errno_from_imap(&conn->err);
+	}
+	return h->len ? 0 : -ENOENT;
+}
+
+static void sync_head_done(struct fs *fs, void *arg, int result)
+{
+	struct fs_head *h = arg;
+	struct fs_dir *dir = h->dir;
+
+	(void)fs;
+	pthread_mutex_lock(&dir->lock);
+	h->busy = false;
+	h->error = result;
+	if (result == -ESTALE || result == -ENOENT)
+		dir->synced_at_ms = 0;
+	pthread_cond_broadcast(&dir->cond);
+	sync_head_unref_locked(h);
+	pthread_mutex_unlock(&dir->lock);
+}
+
+/* Serve a read of a large message from its head. -EAGAIN: not from the
+ * head (past it, or the whole body is coming anyway): fetch the body. */
+static int sync_head_read(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id, uint32_t uid,
+			  uint64_t offset, char *buf, size_t size, size_t *read_out)
+{
+	struct timespec deadline;
+	struct fs_head *h;
+	size_t dummy;
+	int r = 0;
+
+	if (offset + size > LARGE_HEAD)
+		return -EAGAIN;
+	pthread_mutex_lock(&dir->lock);
+	h = dir->head;
+	if (!h || h->uid != uid || h->uidvalidity != dir->uidvalidity || (!h->busy && h->error)) {
+		if (sync_fetch_find_locked(dir, uid, &dummy)) {
+			r = -EAGAIN; /* the whole body is on its way */
+			goto out_unlock;
+		}
+		h = calloc(1, sizeof(*h));
+		if (!h || !(h->data = malloc(LARGE_HEAD))) {
+			free(h);
+			r = -EAGAIN;
+			goto out_unlock;
+		}
+		h->fs = fs;
+		h->dir = dir;
+		h->uid = uid;
+		h->uidvalidity = dir->uidvalidity;
+		h->mailbox_id = mailbox_id;
+		sync_dir_mailbox(fs, dir, &h->mailbox_id, &h->server_name);
+		h->busy = true;
+		h->refs = 2; /* dir->head and the job */
+		if (!h->server_name || pool_submit(fs->pool, true, sync_head_job, sync_head_done, h)) {
+			h->refs = 1;
+			sync_head_unref_locked(h);
+			r = -EAGAIN;
+			goto out_unlock;
+		}
+		sync_head_unref_locked(dir->head);
+		dir->head = h;
+	}
+	h->refs++;
+	fs_deadline(&deadline, fs->timeout_ms);
+	while (h->busy && r == 0)
+		if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	if (r == 0 && h->error)
+		r = h->error;
+	if (r == 0 && offset + size <= h->len) {
+		/* only whole answers: a short read is end of file to the kernel */
+		memcpy(buf, h->data + offset, size);
+		*read_out = size;
+	} else if (r == 0) {
+		r = -EAGAIN;
+	}
+	sync_head_unref_locked(h);
+out_unlock:
+	pthread_mutex_unlock(&dir->lock);
+	return r;
+}
+
+int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size,
+		   uint64_t offset, char *buf, size_t size, size_t *read_out)
 {
 	int64_t id;
 	int r;
@@ -1114,6 +1280,11 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t off
 		}
 		if (r != -ENOENT)
 			return r;
+		if (attempt == 0 && msg_size > LARGE_MESSAGE) {
+			r = sync_head_read(fs, dir, id, uid, offset, buf, size, read_out);
+			if (r != -EAGAIN)
+				return r;
+		}
 		if (attempt == 2)
 			return -EIO; /* fetched, yet not kept (cache full or failing) */
 		r = sync_fetch_wait(fs, dir, id, uid);
@@ -1124,6 +1295,8 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t off
 
 void sync_dir_free(struct fs_dir *dir)
 {
-	/* the pool is stopped: every fetch has finished and been unlinked */
-	(void)dir;
+	/* the pool is stopped: every fetch has finished and been unlinked,
+	 * every head job has dropped its reference */
+	sync_head_unref_locked(dir->head);
+	dir->head = NULL;
 }

@@ -3,8 +3,9 @@
 the first listing of a mailbox costs one bulk UID FETCH 1:* of the
 metadata; a cold sequential scan (grep -r, cat of every file in listing
 order) fetches bodies in batches, not one UID FETCH per message; a second
-scan and a re-listing within the refresh interval send nothing; every byte
-read matches the server."""
+scan and a re-listing within the refresh interval send nothing; `head` of
+a large message fetches only its head (BODY.PEEK[]<0.n>); every byte read
+matches the server."""
 
 import os
 import re
@@ -36,6 +37,10 @@ def main():
         for i in range(1, N + 1):
             c.append("Scan", None, None, msg(i))
         expected = server_bodies(c, "Scan")
+        c.create("Large")
+        c.append("Large", None, None, b"From: large@example.org\r\nSubject: large\r\n\r\n"
+                 + b"".join(b"%07d large message line\r\n" % i for i in range(60000)))
+        big = server_bodies(c, "Large")[1]
         with Imapfs(dc, opts=["-d", "-o", "refresh=600"]) as m:
             scan = os.path.join(m.path, "Scan")
             check(eml_uids(scan) == list(range(1, N + 1)), "Scan lists %d messages" % N)
@@ -69,6 +74,21 @@ def main():
             eml_uids(scan)
             check(len(commands(m)) == before,
                   "a second scan and a re-listing within refresh send no command")
+
+            # a large message: its head alone for `head`, the whole body once read past it
+            large = os.path.join(m.path, "Large", "1.eml")
+            n_before = len(commands(m))
+            r = subprocess.run(["head", "-c", "4096", large], stdout=subprocess.PIPE)
+            check(r.stdout == big[:4096], "head -c 4096 of a %d-byte message reads its first bytes"
+                  % len(big))
+            sent = commands(m)[n_before:]
+            print("  commands for head: %s" % sent)
+            check(any("BODY.PEEK[]<0." in x for x in sent)
+                  and not any(x.rstrip().endswith("BODY.PEEK[])") for x in sent),
+                  "head fetched a partial BODY.PEEK[]<0.n>, not the whole message")
+            check(read_file(large) == big, "reading it all gives the server's bytes")
+            check(read_file(large) == big, "and again")
+
             log = m.stderr()
             check("LOGIN <redacted>" in log and dc.password not in log,
                   "the -d trace shows LOGIN with its arguments redacted, never the password")

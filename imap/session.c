@@ -1948,14 +1948,22 @@ static int parse_uidplus(const char *args, bool copy, uint32_t *validity_out, ui
 	return 0;
 }
 
-static void format_internaldate(int64_t t, char *buf, size_t len)
+/* Last second of 9999-12-31 UTC: date-year is four digits (RFC 3501). */
+#define IMAP_DATE_MAX INT64_C(253402300799)
+
+/* 0 with buf filled; -1 if t cannot be written as an IMAP date-time (then
+ * gmtime_r would fail or the year would not fit in four digits). */
+static int format_internaldate(int64_t t, char *buf, size_t len)
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
 
-	gmtime_r(&tt, &tm);
+	if (t < 0 || t > IMAP_DATE_MAX || (int64_t)tt != t || !gmtime_r(&tt, &tm) ||
+	    tm.tm_mon < 0 || tm.tm_mon > 11)
+		return -1;
 	snprintf(buf, len, "\"%02d-%s-%04d %02d:%02d:%02d +0000\"", tm.tm_mday,
 		 month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	return 0;
 }
 
 int imap_append(struct imap_session *s, const char *mailbox, const char *flags,
@@ -1989,9 +1997,15 @@ int imap_append(struct imap_session *s, const char *mailbox, const char *flags,
 	if (internaldate >= 0) {
 		char date[48];
 
-		format_internaldate(internaldate, date, sizeof(date));
-		imap_cmdbuf_add_raw(&cmd.buf, " ");
-		imap_cmdbuf_add_raw(&cmd.buf, date);
+		/* a date IMAP cannot carry: the server's time rather than a
+		 * message lost or a garbage date */
+		if (format_internaldate(internaldate, date, sizeof(date)) == 0) {
+			imap_cmdbuf_add_raw(&cmd.buf, " ");
+			imap_cmdbuf_add_raw(&cmd.buf, date);
+		} else {
+			log_debug("imap %s: APPEND: internal date %" PRId64
+				  " out of IMAP's range, not sent", s->host, internaldate);
+		}
 	}
 	imap_cmdbuf_add_raw(&cmd.buf, " ");
 	imap_cmdbuf_add_literal(&cmd.buf, data ? data : "", len);

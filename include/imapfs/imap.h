@@ -241,7 +241,8 @@ int imap_uid_search_all(struct imap_session *s, uint32_t **uids_out, size_t *cou
 /*
  * APPEND mailbox [(flags)] [internaldate] literal. flags: space separated
  * flags/keywords or NULL; internaldate: seconds since the epoch or -1 for
- * the server's time. The message is sent exactly as given (the caller
+ * the server's time (so is a date after 9999-12-31, which IMAP's four-digit
+ * year cannot carry). The message is sent exactly as given (the caller
  * converts line ends); as one literal ({n+} with LITERAL+, else waiting for
  * the continuation). With UIDPLUS, *uidvalidity_out and *uid_out get the
  * APPENDUID; otherwise both are 0. Either out pointer may be NULL.

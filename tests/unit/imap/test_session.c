@@ -1002,6 +1002,47 @@ static void test_callback_stop(void **state)
 	srv_finish(srv);
 }
 
+/* ------------------------------------------------------------------ */
+/* APPEND dates IMAP cannot carry: no date (the server's time), never a
+ * garbage one (gmtime_r fails for INT64_MAX: its struct tm was read
+ * uninitialised, month_names[] indexed out of bounds) */
+
+static void srv_append_dates(struct srv *v)
+{
+	if (!srv_login(v, "LITERAL+ UIDPLUS") ||
+	    !srv_expect(v, "A0002 APPEND INBOX \"31-Dec-9999 23:59:59 +0000\" {1+}\r\nx\r\n") ||
+	    !srv_send(v, "A0002 OK done\r\n") ||
+	    !srv_expect(v, "A0003 APPEND INBOX {1+}\r\nx\r\n") ||
+	    !srv_send(v, "A0003 OK done\r\n") ||
+	    !srv_expect(v, "A0004 APPEND INBOX {1+}\r\nx\r\n") ||
+	    !srv_send(v, "A0004 OK done\r\n") ||
+	    !srv_expect(v, "A0005 LOGOUT\r\n"))
+		return;
+	srv_send(v, "* BYE\r\nA0005 OK done\r\n");
+}
+
+static void test_append_date_range(void **state)
+{
+	struct imap_params p = test_params(IMAP_TLS_NONE);
+	struct imap_session *s;
+	struct imap_error err;
+	struct srv *srv;
+	int fd;
+
+	(void)state;
+	srv = srv_start(srv_append_dates, NULL, &fd);
+	assert_int_equal(open_session(fd, &p, &s, &err), 0);
+	assert_int_equal(imap_append(s, "INBOX", NULL, INT64_C(253402300799), "x", 1, NULL, NULL,
+				     &err),
+			 0);
+	assert_int_equal(imap_append(s, "INBOX", NULL, INT64_C(253402300800), "x", 1, NULL, NULL,
+				     &err),
+			 0);
+	assert_int_equal(imap_append(s, "INBOX", NULL, INT64_MAX, "x", 1, NULL, NULL, &err), 0);
+	imap_session_close(s);
+	srv_finish(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1021,6 +1062,7 @@ int main(void)
 		cmocka_unit_test(test_auth_plain),
 		cmocka_unit_test(test_trace_redacted),
 		cmocka_unit_test(test_callback_stop),
+		cmocka_unit_test(test_append_date_range),
 	};
 
 	imap_global_init();

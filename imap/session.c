@@ -36,6 +36,11 @@
 
 #define SESSION_READ_BUFFER (64 * 1024)
 
+/* Mod-sequences (RFC 7162) and RFC822.SIZE (number64, RFC 9051) are 63-bit:
+ * a larger value is malformed, and would turn negative in an off_t or in
+ * the cache's signed 64-bit columns. */
+#define IMAP_NUMBER64_MAX ((uint64_t)INT64_MAX)
+
 struct imap_session;
 struct imap_cmd;
 
@@ -1265,7 +1270,7 @@ static int select_untagged(struct imap_session *s, struct imap_cmd *cmd,
 					    s->host);
 		out->uidnext = (uint32_t)n;
 	} else if (strcmp(r->code, "HIGHESTMODSEQ") == 0) {
-		if (number_from_text(r->code_args, UINT64_MAX, &n) < 0)
+		if (number_from_text(r->code_args, IMAP_NUMBER64_MAX, &n) < 0)
 			return session_fail(s, err, IMAP_ERR_PROTOCOL,
 					    "invalid HIGHESTMODSEQ from %s", s->host);
 		out->highestmodseq = n;
@@ -1357,7 +1362,7 @@ static int status_untagged(struct imap_session *s, struct imap_cmd *cmd,
 		const struct imap_value *k = l->items[i], *v = l->items[i + 1];
 		bool is64 = imap_value_is_atom(k, "HIGHESTMODSEQ");
 
-		if (imap_value_number(v, is64 ? UINT64_MAX : UINT32_MAX, &n) < 0)
+		if (imap_value_number(v, is64 ? IMAP_NUMBER64_MAX : UINT32_MAX, &n) < 0)
 			return session_fail(s, err, IMAP_ERR_PROTOCOL,
 					    "malformed STATUS item from %s", s->host);
 		if (imap_value_is_atom(k, "MESSAGES"))
@@ -1485,7 +1490,7 @@ static int meta_untagged(struct imap_session *s, struct imap_cmd *cmd,
 			m.flags = mc->flags;
 			m.have |= IMAP_META_FLAGS;
 		} else if (imap_value_is_atom(k, "RFC822.SIZE")) {
-			if (imap_value_number(v, UINT64_MAX, &n) < 0)
+			if (imap_value_number(v, IMAP_NUMBER64_MAX, &n) < 0)
 				goto out_malformed;
 			m.size = n;
 			m.have |= IMAP_META_SIZE;
@@ -1497,7 +1502,7 @@ static int meta_untagged(struct imap_session *s, struct imap_cmd *cmd,
 			m.have |= IMAP_META_INTERNALDATE;
 		} else if (imap_value_is_atom(k, "MODSEQ")) {
 			if (v->type != IMAP_VAL_LIST || v->count != 1 ||
-			    imap_value_number(v->items[0], UINT64_MAX, &n) < 0)
+			    imap_value_number(v->items[0], IMAP_NUMBER64_MAX, &n) < 0)
 				goto out_malformed;
 			m.modseq = n;
 			m.have |= IMAP_META_MODSEQ;

@@ -112,7 +112,7 @@ struct imap_select_info {
 	uint32_t uidvalidity;
 	uint32_t uidnext;        /* 0 if the server did not say */
 	uint32_t exists;
-	uint64_t highestmodseq;  /* 0 without CONDSTORE or [NOMODSEQ] */
+	uint64_t highestmodseq;  /* 0 without CONDSTORE or [NOMODSEQ]; at most INT64_MAX */
 	bool read_only;          /* [READ-ONLY] or EXAMINE */
 	/* PERMANENTFLAGS as the server spelled them, space separated, without
 	 * parentheses; "\*" included when new keywords may be created. Empty
@@ -139,7 +139,7 @@ struct imap_msg_meta {
 	uint32_t uid;
 	unsigned have;               /* IMAP_META_* present in this response */
 	const char *flags;           /* "\Seen $Label1", space separated; valid during the callback */
-	uint64_t size;
+	uint64_t size;               /* at most INT64_MAX, as modseq (else a protocol error) */
 	int64_t internaldate;        /* seconds since the epoch, UTC */
 	int internaldate_tz_minutes; /* the zone the server gave, e.g. +120 */
 	uint64_t modseq;

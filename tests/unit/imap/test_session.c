@@ -1043,6 +1043,103 @@ static void test_append_date_range(void **state)
 	srv_finish(srv);
 }
 
+/* ------------------------------------------------------------------ */
+/* 63-bit numbers: RFC822.SIZE, MODSEQ, HIGHESTMODSEQ up to 2^63-1 are
+ * taken, 2^63 (which would turn negative in an off_t or the cache) is a
+ * protocol error */
+
+#define SELECT_TAIL "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n"
+
+/* after login: pairs of (expected command, reply), NULL-terminated */
+static void srv_pairs(struct srv *v)
+{
+	const char *const *pairs = v->arg;
+
+	if (!srv_login(v, "CONDSTORE"))
+		return;
+	for (; pairs[0]; pairs += 2)
+		if (!srv_expect(v, pairs[0]) || !srv_send(v, pairs[1]))
+			return;
+}
+
+static void test_number64_bounds(void **state)
+{
+	static const char *const ok[] = {
+		"A0002 SELECT INBOX (CONDSTORE)\r\n",
+		SELECT_TAIL "* OK [HIGHESTMODSEQ 9223372036854775807] x\r\nA0002 OK done\r\n",
+		"A0003 UID FETCH 1 (UID RFC822.SIZE MODSEQ)\r\n",
+		"* 1 FETCH (UID 1 RFC822.SIZE 9223372036854775807 MODSEQ (9223372036854775807))\r\n"
+		"A0003 OK done\r\n",
+		"A0004 STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
+		"* STATUS INBOX (HIGHESTMODSEQ 9223372036854775807)\r\nA0004 OK done\r\n",
+		"A0005 LOGOUT\r\n",
+		"* BYE\r\nA0005 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_select[] = {
+		"A0002 SELECT INBOX (CONDSTORE)\r\n",
+		SELECT_TAIL "* OK [HIGHESTMODSEQ 9223372036854775808] x\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_size[] = {
+		"A0002 UID FETCH 1 (UID RFC822.SIZE MODSEQ)\r\n",
+		"* 1 FETCH (UID 1 RFC822.SIZE 9223372036854775808 MODSEQ (1))\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_modseq[] = {
+		"A0002 UID FETCH 1 (UID RFC822.SIZE MODSEQ)\r\n",
+		"* 1 FETCH (UID 1 RFC822.SIZE 1 MODSEQ (18446744073709551615))\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_status[] = {
+		"A0002 STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
+		"* STATUS INBOX (HIGHESTMODSEQ 9223372036854775808)\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	const char *const *bad[] = { bad_select, bad_size, bad_modseq, bad_status };
+	struct imap_params p = test_params(IMAP_TLS_NONE);
+	struct imap_select_info si;
+	struct imap_status_info st;
+	struct imap_session *s;
+	struct imap_error err;
+	struct meta_rec rec = { 0 };
+	struct srv *srv;
+	int fd, r;
+
+	(void)state;
+	srv = srv_start(srv_pairs, ok, &fd);
+	assert_int_equal(open_session(fd, &p, &s, &err), 0);
+	assert_int_equal(imap_select(s, "INBOX", false, &si, &err), 0);
+	assert_true(si.highestmodseq == (uint64_t)INT64_MAX);
+	assert_int_equal(imap_uid_fetch_meta(s, "1", IMAP_META_SIZE | IMAP_META_MODSEQ, 0, rec_meta,
+					     NULL, &rec, &err),
+			 0);
+	assert_string_equal(rec.text, "1:10:-:9223372036854775807:0:0:9223372036854775807;");
+	assert_int_equal(imap_status(s, "INBOX", &st, &err), 0);
+	assert_true(st.highestmodseq == (uint64_t)INT64_MAX);
+	imap_session_close(s);
+	srv_finish(srv);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		srv = srv_start(srv_pairs, bad[i], &fd);
+		assert_int_equal(open_session(fd, &p, &s, &err), 0);
+		memset(&rec, 0, sizeof(rec));
+		if (i == 0)
+			r = imap_select(s, "INBOX", false, &si, &err);
+		else if (i == 3)
+			r = imap_status(s, "INBOX", &st, &err);
+		else
+			r = imap_uid_fetch_meta(s, "1", IMAP_META_SIZE | IMAP_META_MODSEQ, 0,
+						rec_meta, NULL, &rec, &err);
+		if (r != -1 || err.kind != IMAP_ERR_PROTOCOL)
+			fail_msg("case %zu: %d, kind %d, \"%s\"", i, r, err.kind, err.reason);
+		assert_int_equal(rec.len, 0);
+		assert_true(imap_session_is_broken(s));
+		imap_session_close(s);
+		srv_finish(srv);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1063,6 +1160,7 @@ int main(void)
 		cmocka_unit_test(test_trace_redacted),
 		cmocka_unit_test(test_callback_stop),
 		cmocka_unit_test(test_append_date_range),
+		cmocka_unit_test(test_number64_bounds),
 	};
 
 	imap_global_init();

@@ -56,6 +56,12 @@ __attribute__((format(printf, 3, 0))) static void log_emit(enum log_level level,
 		n += snprintf(buf + n, sizeof(buf) - n, ": %s", strerror(errnum));
 	if ((size_t)n >= sizeof(buf))
 		n = sizeof(buf) - 1;
+	/* One line, no terminal control: messages carry server text (the
+	 * -d trace, [ALERT]) and names, which must not drive a terminal
+	 * with escape sequences or forge log lines. */
+	for (int i = 0; i < n; i++)
+		if (((unsigned char)buf[i] < 0x20 && buf[i] != '\t') || buf[i] == 0x7f)
+			buf[i] = '?';
 
 	if (log_to_syslog) {
 		syslog(prio[level], "%s", buf);

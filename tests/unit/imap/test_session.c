@@ -1140,6 +1140,60 @@ static void test_number64_bounds(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* server text reaches the log (the -d trace, [ALERT]) without terminal
+ * control characters: an escape sequence or BEL is shown as '?' */
+
+static void srv_control_chars(struct srv *v)
+{
+	if (!srv_login(v, "X-NONE") || !srv_expect(v, "A0002 NOOP\r\n") ||
+	    !srv_send(v, "* OK [ALERT] \x1b]0;owned\x07 \x1b[2Jgone\x7f\r\nA0002 OK done\r\n") ||
+	    !srv_expect(v, "A0003 LOGOUT\r\n"))
+		return;
+	srv_send(v, "* BYE\r\nA0003 OK done\r\n");
+}
+
+static void test_log_control_chars(void **state)
+{
+	struct imap_params p = test_params(IMAP_TLS_NONE);
+	struct imap_session *s;
+	struct imap_error err;
+	char path[] = "/tmp/imap-trace-XXXXXX";
+	char buf[8192];
+	struct srv *srv;
+	int fd, tfd, saved;
+	ssize_t n;
+
+	(void)state;
+	p.trace = true;
+	tfd = mkstemp(path);
+	assert_true(tfd >= 0);
+	unlink(path);
+	saved = dup(STDERR_FILENO);
+	dup2(tfd, STDERR_FILENO);
+	log_init("test", LOG_LEVEL_TRACE, false);
+
+	srv = srv_start(srv_control_chars, NULL, &fd);
+	assert_int_equal(open_session(fd, &p, &s, &err), 0);
+	assert_int_equal(imap_noop(s, &err), 0);
+	imap_session_close(s);
+	srv_finish(srv);
+
+	log_init("test", LOG_LEVEL_WARN, false);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	n = pread(tfd, buf, sizeof(buf) - 1, 0);
+	close(tfd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	/* the trace line and the warning, both sanitised */
+	assert_non_null(strstr(buf, "S: * OK [ALERT] ?]0;owned? ?[2Jgone?\n"));
+	assert_non_null(strstr(buf, "says: ?]0;owned? ?[2Jgone?\n"));
+	for (ssize_t i = 0; i < n; i++)
+		if (((unsigned char)buf[i] < 0x20 && buf[i] != '\n') || buf[i] == 0x7f)
+			fail_msg("control character 0x%02x at %zd", (unsigned char)buf[i], i);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1161,6 +1215,7 @@ int main(void)
 		cmocka_unit_test(test_callback_stop),
 		cmocka_unit_test(test_append_date_range),
 		cmocka_unit_test(test_number64_bounds),
+		cmocka_unit_test(test_log_control_chars),
 	};
 
 	imap_global_init();

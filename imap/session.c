@@ -979,7 +979,13 @@ static int session_starttls(struct imap_session *s, struct imap_error *err)
 		session_mark_broken(s, err);
 		return -1;
 	}
-	caps_clear(s); /* capabilities from before TLS are not trusted */
+	/* Nothing learnt in plaintext is trusted: capabilities, and an
+	 * injected "* ENABLED QRESYNC" or "* n EXISTS" before the OK. */
+	caps_clear(s);
+	s->condstore_enabled = false;
+	s->qresync_enabled = false;
+	s->exists = 0;
+	seq_reset(s, 0);
 	return 0;
 }
 

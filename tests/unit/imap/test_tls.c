@@ -161,9 +161,15 @@ static void *tsrv_main(void *arg)
 	struct tsrv *v = arg;
 	struct pollfd pfd = { .fd = v->fd, .events = POLLIN };
 
-	if (strcmp(v->script, "starttls") == 0) {
+	if (strncmp(v->script, "starttls", 8) == 0) {
+		/* "starttls-enabled": a man in the middle adds untagged state
+		 * before the OK, in plaintext */
+		bool inject = strcmp(v->script, "starttls-enabled") == 0;
+
 		if (!tsrv_send(v, "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n") ||
-		    !tsrv_expect(v, "A0001 STARTTLS\r\n") || !tsrv_send(v, "A0001 OK go\r\n"))
+		    !tsrv_expect(v, "A0001 STARTTLS\r\n") ||
+		    (inject && !tsrv_send(v, "* ENABLED QRESYNC\r\n* 5 EXISTS\r\n")) ||
+		    !tsrv_send(v, "A0001 OK go\r\n"))
 			goto out;
 		if (!tsrv_handshake(v))
 			goto out_plain;
@@ -268,6 +274,13 @@ static int open_tls(const char *script, enum imap_tls_mode mode, const char *hos
 	return r;
 }
 
+static int no_meta(void *ctx, const struct imap_msg_meta *m)
+{
+	(void)ctx;
+	(void)m;
+	return 1;
+}
+
 /* ------------------------------------------------------------------ */
 
 static void test_implicit_name(void **state)
@@ -341,6 +354,40 @@ static void test_starttls_upgrade(void **state)
 	tsrv_finish(v);
 }
 
+/* State sent in plaintext before the STARTTLS OK does not survive TLS:
+ * with an injected "* ENABLED QRESYNC" the client believed CONDSTORE and
+ * QRESYNC were on and sent CHANGEDSINCE ... VANISHED to a server that
+ * has neither. */
+static void test_starttls_plaintext_state(void **state)
+{
+	struct imap_params p = {
+		.host = "good.test",
+		.tls = IMAP_TLS_STARTTLS,
+		.cafile = test_cafile,
+		.user = "joe",
+		.password = "secret",
+		.io_timeout_ms = 10000,
+	};
+	struct imap_session *s = NULL;
+	struct imap_error err;
+	struct tsrv *v;
+	int fd;
+
+	(void)state;
+	v = tsrv_start("starttls-enabled", &fd);
+	assert_int_equal(imap_session_open_conn(&p, imap_conn_from_fd(fd, p.io_timeout_ms), &s,
+						&err),
+			 0);
+	assert_false(imap_session_has_cap(s, "CONDSTORE"));
+	/* refused locally: nothing sent, the server's script goes on to LOGOUT */
+	assert_int_equal(imap_uid_fetch_meta(s, "1", IMAP_META_FLAGS, 5, no_meta, NULL, NULL, &err),
+			 -1);
+	assert_int_equal(err.kind, IMAP_ERR_LOCAL);
+	assert_non_null(strstr(err.reason, "CHANGEDSINCE needs CONDSTORE"));
+	imap_session_close(s);
+	tsrv_finish(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -348,6 +395,7 @@ int main(void)
 		cmocka_unit_test(test_implicit_ip),
 		cmocka_unit_test(test_implicit_refusals),
 		cmocka_unit_test(test_starttls_upgrade),
+		cmocka_unit_test(test_starttls_plaintext_state),
 	};
 	return cmocka_run_group_tests(tests, make_cert, free_cert);
 }

@@ -19,8 +19,15 @@ void imap_cmdbuf_init(struct imap_cmdbuf *b, bool literal_plus, bool literal_min
 	b->literal_minus = literal_minus;
 }
 
+void imap_cmdbuf_set_secret(struct imap_cmdbuf *b)
+{
+	b->secret = true;
+}
+
 void imap_cmdbuf_free(struct imap_cmdbuf *b)
 {
+	if (b->secret && b->data)
+		explicit_bzero(b->data, b->cap);
 	free(b->data);
 	free(b->trace);
 	free(b->sync);
@@ -42,7 +49,17 @@ static void cmdbuf_put(struct imap_cmdbuf *b, const void *s, size_t n)
 			}
 			cap *= 2;
 		}
-		nd = realloc(b->data, cap);
+		if (b->secret) {
+			nd = malloc(cap);
+			if (nd && b->len)
+				memcpy(nd, b->data, b->len);
+			if (nd && b->data) {
+				explicit_bzero(b->data, b->cap);
+				free(b->data);
+			}
+		} else {
+			nd = realloc(b->data, cap);
+		}
 		if (!nd) {
 			b->failed = true;
 			return;

@@ -24,6 +24,7 @@ struct imap_cmdbuf {
 	bool literal_plus;  /* LITERAL+: every literal non-synchronising */
 	bool literal_minus; /* LITERAL-: non-synchronising up to 4096 bytes */
 	bool failed;        /* out of memory: the command must not be sent */
+	bool secret;        /* holds a credential: no copy is left behind (see below) */
 };
 
 #define IMAP_TRACE_MAX 1024
@@ -35,6 +36,11 @@ enum {
 
 void imap_cmdbuf_init(struct imap_cmdbuf *b, bool literal_plus, bool literal_minus);
 void imap_cmdbuf_free(struct imap_cmdbuf *b);
+
+/* From now on the buffer holds a credential: it grows by copy and wipe
+ * instead of realloc (which would free an unwiped copy), and
+ * imap_cmdbuf_free wipes it. Call before adding the credential. */
+void imap_cmdbuf_set_secret(struct imap_cmdbuf *b);
 
 /* Fixed protocol text (a verb, SP, a number): appended as is. Never use
  * this for a value that came from a caller. */

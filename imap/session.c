@@ -907,6 +907,7 @@ static int session_login(struct imap_session *s, const char *user, const char *p
 		OPENSSL_cleanse(raw, rawlen);
 		free(raw);
 		cmd_init(s, &cmd, "AUTHENTICATE PLAIN");
+		imap_cmdbuf_set_secret(&cmd.buf);
 		if (imap_session_has_cap(s, "SASL-IR")) {
 			imap_cmdbuf_add_raw(&cmd.buf, " ");
 		} else {
@@ -920,6 +921,7 @@ static int session_login(struct imap_session *s, const char *user, const char *p
 		free(b64);
 	} else {
 		cmd_init(s, &cmd, "LOGIN");
+		imap_cmdbuf_set_secret(&cmd.buf);
 		imap_cmdbuf_add_raw(&cmd.buf, " ");
 		if (imap_cmdbuf_add_string(&cmd.buf, user, strlen(user), IMAP_QUOTE_REDACT) < 0) {
 			cmd_cleanup(s, &cmd);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <malloc.h>
 
 #include "conn_i.h"
 #include "imapfs/imap.h"
@@ -1194,6 +1195,89 @@ static void test_log_control_chars(void **state)
 			fail_msg("control character 0x%02x at %zd", (unsigned char)buf[i], i);
 }
 
+/* ------------------------------------------------------------------ */
+/* the password leaves no unwiped copy in freed memory: this program is
+ * linked with --wrap=free,--wrap=realloc (meson.build), and on the
+ * client's thread every block freed or moved is searched for it */
+
+void *__real_realloc(void *p, size_t n);
+void __real_free(void *p);
+void *__wrap_realloc(void *p, size_t n);
+void __wrap_free(void *p);
+
+static __thread const char *secret_watch; /* set on the client's thread only */
+static __thread unsigned secret_leaks;
+
+static void secret_check(const void *p)
+{
+	size_t n, k;
+
+	if (!p || !secret_watch)
+		return;
+	n = malloc_usable_size((void *)p);
+	k = strlen(secret_watch);
+	for (size_t i = 0; i + k <= n; i++)
+		if (memcmp((const char *)p + i, secret_watch, k) == 0) {
+			secret_leaks++;
+			return;
+		}
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	secret_check(p);
+	return __real_realloc(p, n);
+}
+
+void __wrap_free(void *p)
+{
+	secret_check(p);
+	__real_free(p);
+}
+
+#define LONG_PASSWORD_LEN 1000
+
+static void srv_long_password(struct srv *v)
+{
+	const char *pw = v->arg;
+	size_t n = strlen(pw) + 32;
+	char *exp = malloc(n);
+
+	snprintf(exp, n, "A0001 LOGIN joe \"%s\"\r\n", pw);
+	if (srv_send(v, "* OK [CAPABILITY IMAP4rev1] hi\r\n") && srv_expect(v, exp) &&
+	    srv_send(v, "A0001 OK [CAPABILITY IMAP4rev1] in\r\n") &&
+	    srv_expect(v, "A0002 LOGOUT\r\n"))
+		srv_send(v, "* BYE\r\nA0002 OK done\r\n");
+	free(exp);
+}
+
+static void test_password_not_left_in_freed_memory(void **state)
+{
+	struct imap_params p = test_params(IMAP_TLS_NONE);
+	char pw[LONG_PASSWORD_LEN + 1];
+	struct imap_session *s;
+	struct imap_error err;
+	struct srv *srv;
+	unsigned leaks;
+	int fd;
+
+	(void)state;
+	/* a quoted string, added byte by byte: the buffer grows inside it */
+	memset(pw, 'p', LONG_PASSWORD_LEN);
+	memcpy(pw, "Q7zK9mW2", 8);
+	pw[LONG_PASSWORD_LEN] = '\0';
+	p.password = pw;
+	srv = srv_start(srv_long_password, pw, &fd);
+	secret_watch = "Q7zK9mW2";
+	secret_leaks = 0;
+	assert_int_equal(open_session(fd, &p, &s, &err), 0);
+	imap_session_close(s);
+	leaks = secret_leaks;
+	secret_watch = NULL;
+	srv_finish(srv);
+	assert_int_equal(leaks, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1216,6 +1300,7 @@ int main(void)
 		cmocka_unit_test(test_append_date_range),
 		cmocka_unit_test(test_number64_bounds),
 		cmocka_unit_test(test_log_control_chars),
+		cmocka_unit_test(test_password_not_left_in_freed_memory),
 	};
 
 	imap_global_init();

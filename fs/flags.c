@@ -86,3 +86,68 @@ out_inval:
 	free(res);
 	return -EINVAL;
 }
+
+int flags_parse_change(const char *in, size_t len, char **add_out, char **remove_out)
+{
+	char *add = malloc(len + 1), *rem = malloc(len + 1);
+	size_t nadd = 0, nrem = 0, i = 0, words = 0, signed_words = 0;
+	int r;
+
+	*add_out = *remove_out = NULL;
+	if (!add || !rem) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	while (len > 0 && in[len - 1] == '\0')
+		len--;
+	while (i < len) {
+		const char *word;
+		size_t wlen;
+		char *to;
+		size_t *used;
+
+		while (i < len && flags_is_space(in[i]))
+			i++;
+		if (i >= len)
+			break;
+		word = in + i;
+		while (i < len && !flags_is_space(in[i]))
+			i++;
+		wlen = (size_t)(in + i - word);
+		words++;
+		if (word[0] != '+' && word[0] != '-')
+			continue;
+		signed_words++;
+		to = word[0] == '+' ? add : rem;
+		used = word[0] == '+' ? &nadd : &nrem;
+		if (wlen == 1) {
+			r = -EINVAL;
+			goto out_free;
+		}
+		if (*used)
+			to[(*used)++] = ' ';
+		memcpy(to + *used, word + 1, wlen - 1);
+		*used += wlen - 1;
+	}
+	if (signed_words == 0) {
+		r = 0;
+		goto out_free;
+	}
+	if (signed_words != words) {
+		r = -EINVAL;
+		goto out_free;
+	}
+	r = flags_parse(add, nadd, add_out);
+	if (r == 0)
+		r = flags_parse(rem, nrem, remove_out);
+	if (r) {
+		free(*add_out);
+		*add_out = NULL;
+		goto out_free;
+	}
+	r = 1;
+out_free:
+	free(add);
+	free(rem);
+	return r;
+}

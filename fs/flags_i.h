@@ -19,4 +19,13 @@
  */
 int flags_parse(const char *in, size_t len, char **out);
 
+/*
+ * A change list: every word starts with '+' (add) or '-' (remove), e.g.
+ * "+\Flagged -\Seen". Returns 1 with malloc'd *add_out and *remove_out
+ * (canonical as flags_parse gives, "" when none); 0 when no word starts
+ * with '+' or '-' (a replacement: use flags_parse); -EINVAL when only some
+ * words do, or a word is not a valid flag; -ENOMEM.
+ */
+int flags_parse_change(const char *in, size_t len, char **add_out, char **remove_out);
+
 #endif

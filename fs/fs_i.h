@@ -88,6 +88,7 @@ struct fs_dir {
 	uint32_t uidvalidity;
 	int64_t synced_at_ms;        /* wall clock of the last good sync; 0 never */
 	bool syncing;
+	bool sync_background;        /* the running sync was queued as background */
 	int sync_error;              /* result of the last sync */
 	unsigned sync_gen;           /* counts finished syncs */
 	time_t mtime;                /* when the listing last changed; atomic */
@@ -175,6 +176,9 @@ int pool_start(struct pool *p);
 void pool_free(struct pool *p); /* stops and joins the workers; NULL no-op */
 /* urgent jobs go before background ones (prefetch). done may be NULL. */
 int pool_submit(struct pool *p, bool urgent, pool_fn fn, pool_done_fn done, void *arg);
+/* Move a queued background job (fn, arg) to the urgent queue: someone now
+ * waits for it. false if it is not queued (running or done). */
+bool pool_promote(struct pool *p, pool_fn fn, void *arg);
 /* EXAMINE server_name unless it is selected already (force: always). */
 int pool_conn_examine(struct fs *fs, struct pool_conn *conn, const char *server_name, bool force,
 		      struct imap_select_info *info_out);
@@ -190,6 +194,9 @@ void notify_inval_inode(struct notify *n, fuse_ino_t ino);
 /* --- sync (sync.c) --- */
 /* The mailbox list: LIST "" "*" when older than max_age_ms (waits). */
 int sync_mailbox_list(struct fs *fs, int64_t max_age_ms);
+/* In the background, bring the listings of the first mailboxes up to date
+ * (after mounting, so the first ls or grep finds them ready). */
+void sync_prefetch_listings(struct fs *fs);
 /* Make dir's listing at most max_age_ms old (syncing with the server if
  * needed, waiting with the deadline). A failed sync with an earlier
  * listing at hand serves the earlier one (returns 0). */
@@ -212,5 +219,65 @@ void xattr_list(fuse_req_t req, fuse_ino_t ino, size_t size);
 void xattr_set(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
 	       int flags);
 void xattr_remove(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* --- writes (write.c: new files, APPEND, outbox; modify.c: flags,
+ * rm, mv, mkdir, rmdir, rename) ---
+ * A new file being written (or kept in the outbox after a failed APPEND)
+ * has an inode with WRITE_INO_BIT set; it is not a message (no UID yet).
+ * Its state lives in write.c's registry, protected by that file's lock. */
+#define WRITE_INO_BIT (1ull << 63)
+#define WRITE_INO_IS_NEW(ino) (((uint64_t)(ino) & WRITE_INO_BIT) != 0)
+
+/* Run fn(fs, conn, arg) on a pool worker (urgent) and wait for its result. */
+int modify_call(struct fs *fs, pool_fn fn, void *arg);
+/* SELECT (read-write) a mailbox on a worker's connection. */
+int modify_select(struct fs *fs, struct pool_conn *conn, const char *server_name,
+		  struct imap_select_info *info_out);
+/* the in-memory listing after a change made here (the cache first) */
+void modify_listing_insert(struct fs *fs, struct fs_dir *dir, const struct fs_msg *m);
+void modify_listing_remove(struct fs *fs, struct fs_dir *dir, uint32_t uid);
+/* the next look at dir asks the server */
+void modify_mark_stale(struct fs *fs, struct fs_dir *dir);
+/* the selectable directory of a server name, or NULL */
+struct fs_dir *modify_dir_by_server_name(struct fs *fs, const char *server_name);
+
+void modify_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void modify_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void modify_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void modify_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		   const char *newname, unsigned int flags);
+void modify_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		    struct fuse_file_info *fi);
+/* user.imap.flags of a message (others: EPERM / ENOTSUP) */
+void modify_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		     size_t size, int flags);
+void modify_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+void write_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi);
+void write_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void write_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi);
+void write_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void write_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void write_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set);
+void write_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void write_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void write_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size);
+void write_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+/* attributes of a new file; -ENOENT if gone */
+int write_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st);
+/* a new file of dir by name: 0 and its entry, or -ENOENT */
+int write_lookup(struct fs *fs, struct fs_dir *dir, const char *name, struct fuse_entry_param *e);
+/* remove a new file by name (abandons an outbox entry): 0 or -ENOENT */
+int write_unlink(struct fs *fs, struct fs_dir *dir, const char *name);
+/* the names and attributes of dir's new files (for readdir), malloc'd
+ * arrays; also retries the outbox now and then */
+int write_list(struct fs *fs, struct fs_dir *dir, char ***names_out, struct stat **st_out,
+	       size_t *n_out);
+/* how many new files dir holds */
+size_t write_count(struct fs *fs, struct fs_dir *dir);
 
 #endif

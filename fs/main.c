@@ -288,8 +288,9 @@ int main(int argc, char **argv)
 		log_errorx("threads: %s", strerror(-r));
 		goto out;
 	}
-	/* the mailbox list, so the first ls finds it ready */
-	sync_mailbox_list(&fs, 0);
+	/* the mailbox list and the listings, so the first ls finds them ready */
+	if (sync_mailbox_list(&fs, 0) == 0)
+		sync_prefetch_listings(&fs);
 
 	loop_config = fuse_loop_cfg_create();
 	if (!loop_config) {

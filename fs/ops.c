@@ -129,6 +129,10 @@ static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	if (write_lookup(fs, dir, name, &e) == 0) { /* a new file (write.c) */
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	memset(&e, 0, sizeof(e));
 	pthread_rwlock_rdlock(&fs->tree_lock);
 	child = tree_child_locked(dir, name);
@@ -190,6 +194,15 @@ static void ops_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct fs_dir *dir;
 
 	(void)fi;
+	if (WRITE_INO_IS_NEW(ino)) {
+		int r = write_getattr(fs, ino, &st);
+
+		if (r)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_attr(req, &st, 0);
+		return;
+	}
 	if (FS_INO_IS_MSG(ino)) {
 		struct fs_msg m;
 		int r;
@@ -242,6 +255,32 @@ static void ops_snap_free(struct dir_snap *s)
 	free(s);
 }
 
+/* new files (write.c) go after the subdirectories */
+static void ops_snap_add_new(struct fs *fs, struct fs_dir *dir, struct dir_snap *s)
+{
+	struct dir_entry *bigger;
+	struct stat *st;
+	char **names;
+	size_t n;
+
+	if (write_list(fs, dir, &names, &st, &n) != 0 || n == 0)
+		return;
+	bigger = realloc(s->subs, (s->nsubs + n) * sizeof(*bigger));
+	if (bigger) {
+		s->subs = bigger;
+		for (size_t i = 0; i < n; i++) {
+			s->subs[s->nsubs].name = names[i];
+			s->subs[s->nsubs].st = st[i];
+			s->nsubs++;
+		}
+	} else {
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+	}
+	free(names);
+	free(st);
+}
+
 static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out)
 {
 	struct dir_snap *s = calloc(1, sizeof(*s));
@@ -274,6 +313,7 @@ static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out
 		s->nsubs++;
 	}
 	pthread_rwlock_unlock(&fs->tree_lock);
+	ops_snap_add_new(fs, dir, s); /* files being written or in the outbox */
 
 	pthread_mutex_lock(&dir->lock);
 	if (dir->nmsgs) {
@@ -398,6 +438,10 @@ static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = ops_fs(req);
 
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_open(req, ino, fi);
+		return;
+	}
 	if (!FS_INO_IS_MSG(ino)) {
 		fuse_reply_err(req, EISDIR);
 		return;
@@ -428,6 +472,10 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int r;
 
 	(void)fi;
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_read(req, ino, size, off);
+		return;
+	}
 	if (!FS_INO_IS_MSG(ino)) {
 		fuse_reply_err(req, EISDIR);
 		return;
@@ -459,15 +507,21 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)fi;
-	fuse_reply_err(req, ENOSYS); /* nothing to flush: the kernel stops asking */
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_flush(req, ino, fi); /* close() of a new file: the APPEND */
+		return;
+	}
+	/* nothing to flush, but never ENOSYS: the kernel would stop sending
+	 * FLUSH for every file, new ones included */
+	fuse_reply_err(req, 0);
 }
 
 static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)fi;
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_release(req, ino, fi);
+		return;
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -488,32 +542,22 @@ static void ops_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-/* --- changes: the write path comes with its own issue --- */
-
-static int ops_refuse(fuse_req_t req)
-{
-	return ops_fs(req)->opts->ro ? EROFS : EPERM;
-}
+/* --- changes: the write path (write.c: new files; modify.c: the rest) --- */
 
 static void ops_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)attr;
-	(void)to_set;
-	(void)fi;
-	fuse_reply_err(req, ops_refuse(req));
+	modify_setattr(req, ino, attr, to_set, fi);
 }
 
 static void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		      struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)buf;
-	(void)size;
-	(void)off;
-	(void)fi;
-	fuse_reply_err(req, ops_refuse(req));
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_write(req, ino, buf, size, off, fi);
+		return;
+	}
+	fuse_reply_err(req, ops_fs(req)->opts->ro ? EROFS : EPERM); /* messages are immutable */
 }
 
 static void ops_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -523,64 +567,63 @@ static void ops_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	(void)name;
 	(void)mode;
 	(void)rdev;
-	fuse_reply_err(req, ops_refuse(req));
+	fuse_reply_err(req, ops_fs(req)->opts->ro ? EROFS : EPERM); /* create() makes files */
 }
 
 static void ops_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	(void)parent;
-	(void)name;
-	(void)mode;
-	fuse_reply_err(req, ops_refuse(req));
+	modify_mkdir(req, parent, name, mode);
 }
 
 static void ops_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)parent;
-	(void)name;
-	fuse_reply_err(req, ops_refuse(req));
+	modify_unlink(req, parent, name);
+}
+
+static void ops_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	modify_rmdir(req, parent, name);
 }
 
 static void ops_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		       const char *newname, unsigned int flags)
 {
-	(void)parent;
-	(void)name;
-	(void)newparent;
-	(void)newname;
-	(void)flags;
-	fuse_reply_err(req, ops_refuse(req));
+	modify_rename(req, parent, name, newparent, newname, flags);
 }
 
 static void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		       struct fuse_file_info *fi)
 {
-	(void)parent;
-	(void)name;
-	(void)mode;
-	(void)fi;
-	fuse_reply_err(req, ops_refuse(req));
+	write_create(req, parent, name, mode, fi);
 }
 
 static void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_getxattr(req, ino, name, size);
+		return;
+	}
 	xattr_get(req, ino, name, size);
 }
 
 static void ops_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	if (WRITE_INO_IS_NEW(ino)) {
+		write_listxattr(req, ino, size);
+		return;
+	}
 	xattr_list(req, ino, size);
 }
 
 static void ops_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
-	xattr_set(req, ino, name, value, size, flags);
+	modify_setxattr(req, ino, name, value, size, flags);
 }
 
 static void ops_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	xattr_remove(req, ino, name);
+	modify_removexattr(req, ino, name);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
@@ -593,7 +636,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.mknod = ops_mknod,
 	.mkdir = ops_mkdir,
 	.unlink = ops_unlink,
-	.rmdir = ops_unlink,
+	.rmdir = ops_rmdir,
 	.rename = ops_rename,
 	.create = ops_create,
 	.open = ops_open,

@@ -324,6 +324,35 @@ int pool_submit(struct pool *p, bool urgent, pool_fn fn, pool_done_fn done, void
 	return 0;
 }
 
+bool pool_promote(struct pool *p, pool_fn fn, void *arg)
+{
+	struct pool_job **pp, *prev = NULL;
+	bool found = false;
+
+	pthread_mutex_lock(&p->lock);
+	for (pp = &p->bg_head; *pp; prev = *pp, pp = &(*pp)->next) {
+		struct pool_job *job = *pp;
+
+		if (job->fn != fn || job->arg != arg)
+			continue;
+		*pp = job->next;
+		if (p->bg_tail == job)
+			p->bg_tail = prev;
+		job->next = NULL;
+		job->urgent = true;
+		if (p->urgent_tail)
+			p->urgent_tail->next = job;
+		else
+			p->urgent_head = job;
+		p->urgent_tail = job;
+		found = true;
+		pthread_cond_broadcast(&p->cond);
+		break;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return found;
+}
+
 void pool_free(struct pool *p)
 {
 	struct pool_job *lists[2];

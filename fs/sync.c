@@ -613,7 +613,7 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	uint32_t max_uid = 0, uidvalidity_cached, uidnext;
 	unsigned items = IMAP_META_FLAGS | IMAP_META_SIZE | IMAP_META_INTERNALDATE;
 	char *server_name = NULL;
-	int64_t id;
+	int64_t id, t0 = fs_now_ms(), t1 = 0, t2 = 0;
 	int r;
 
 	sync_dir_mailbox(fs, dir, &id, &server_name);
@@ -657,6 +657,7 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	}
 	if (r)
 		goto out;
+	t1 = fs_now_ms();
 	r = cache_message_count(fs->cache, id, &count, &max_uid);
 	if (r)
 		goto out;
@@ -665,6 +666,9 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 				    (int64_t)time(NULL));
 	if (r == 0)
 		r = sync_publish(fs, dir, id, true);
+	t2 = fs_now_ms();
+	log_debug("%s: listing of %llu messages: server and cache %lld ms, publishing %lld ms",
+		  server_name, (unsigned long long)count, (long long)(t1 - t0), (long long)(t2 - t1));
 out:
 	if (r)
 		log_warnx("sync of %s: %s", server_name ? server_name : dir->name, strerror(-r));
@@ -679,6 +683,7 @@ static void sync_listing_done(struct fs *fs, void *arg, int result)
 	(void)fs;
 	pthread_mutex_lock(&dir->lock);
 	dir->syncing = false;
+	dir->sync_background = false;
 	dir->sync_error = result;
 	dir->sync_gen++;
 	pthread_cond_broadcast(&dir->cond);
@@ -711,6 +716,10 @@ int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms)
 		if (r)
 			goto out;
 		dir->syncing = true;
+	} else if (dir->sync_background) {
+		/* queued behind prefetching: someone waits for it now */
+		pool_promote(fs->pool, sync_listing_job, dir);
+		dir->sync_background = false;
 	}
 	fs_deadline(&deadline, fs->timeout_ms);
 	r = sync_wait_gen_locked(dir, &dir->sync_gen, dir->sync_gen, &deadline);
@@ -724,6 +733,31 @@ out:
 		r = 0;
 	}
 	return r;
+}
+
+#define PREFETCH_LISTINGS_MAX 64
+
+void sync_prefetch_listings(struct fs *fs)
+{
+	struct fs_dir *dirs[PREFETCH_LISTINGS_MAX];
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	for (size_t i = 1; i < fs->ndirs && n < PREFETCH_LISTINGS_MAX; i++)
+		if (fs->dirs[i]->visible && fs->dirs[i]->selectable)
+			dirs[n++] = fs->dirs[i];
+	pthread_rwlock_unlock(&fs->tree_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct fs_dir *dir = dirs[i];
+
+		pthread_mutex_lock(&dir->lock);
+		if (!dir->syncing &&
+		    pool_submit(fs->pool, false, sync_listing_job, sync_listing_done, dir) == 0) {
+			dir->syncing = true;
+			dir->sync_background = true;
+		}
+		pthread_mutex_unlock(&dir->lock);
+	}
 }
 
 /* --- bodies --- */
@@ -873,30 +907,48 @@ static char *sync_uid_set(struct fs_fetch *f)
 	return set;
 }
 
+static bool sync_conn_has_selected(const struct pool_conn *conn, const char *server_name)
+{
+	return conn->selected && strcmp(conn->selected, server_name) == 0;
+}
+
 static int sync_fetch_job(struct fs *fs, struct pool_conn *conn, void *arg)
 {
 	struct fs_fetch *f = arg;
-	struct imap_select_info info;
+	bool reused = sync_conn_has_selected(conn, f->server_name);
 	char *set;
-	int r;
+	int r = 0;
 
-	r = pool_conn_examine(fs, conn, f->server_name, false, &info);
-	if (r)
-		return r;
-	if (conn->selected_uidvalidity != f->uidvalidity) {
-		log_info("%s: UIDVALIDITY changed", f->server_name);
-		return -ESTALE;
+	for (int round = 0; round < 2; round++) {
+		set = sync_uid_set(f); /* what has not come yet */
+		if (!set)
+			break;
+		/* A mailbox selected since an earlier job does not show messages
+		 * added meanwhile: when some did not come, select it afresh and
+		 * ask once more. */
+		if (round > 0 && !reused) {
+			free(set);
+			break;
+		}
+		/* a selection from before a new UIDVALIDITY is no use either */
+		r = pool_conn_examine(fs, conn, f->server_name,
+				      round > 0 || (reused && conn->selected_uidvalidity != f->uidvalidity),
+				      NULL);
+		if (r == 0 && conn->selected_uidvalidity != f->uidvalidity) {
+			log_info("%s: UIDVALIDITY changed", f->server_name);
+			r = -ESTALE;
+		}
+		if (r == 0 &&
+		    imap_uid_fetch_bodies(conn->session, set, 0, 0, &sync_sink, f, &conn->err) != 0) {
+			log_warnx("UID FETCH %s BODY.PEEK[]: %s", f->server_name, conn->err.reason);
+			r = fs_errno_from_imap(&conn->err);
+		}
+		cache_body_abort(f->writer);
+		f->writer = NULL;
+		free(set);
+		if (r)
+			break;
 	}
-	set = sync_uid_set(f);
-	if (!set)
-		return 0;
-	if (imap_uid_fetch_bodies(conn->session, set, 0, 0, &sync_sink, f, &conn->err) != 0) {
-		log_warnx("UID FETCH %s BODY.PEEK[]: %s", f->server_name, conn->err.reason);
-		r = fs_errno_from_imap(&conn->err);
-	}
-	cache_body_abort(f->writer);
-	f->writer = NULL;
-	free(set);
 	return r;
 }
 
@@ -994,6 +1046,12 @@ static void sync_track_locked(struct fs_dir *dir, size_t idx)
 		return;
 	if (dir->have_last && idx > dir->last_index && idx <= dir->last_index + 8) {
 		dir->seq_run++;
+	} else if (!dir->have_last && idx == 0) {
+		/* the first file of a directory not read yet: grep -r, tar and
+		 * rsync start there; a little look-ahead saves a round trip */
+		dir->seq_run = 1;
+		dir->window = 0;
+		dir->frontier = 1;
 	} else {
 		dir->seq_run = 0;
 		dir->window = 0;
@@ -1156,21 +1214,29 @@ static const struct imap_body_sink sync_head_sink = {
 static int sync_head_job(struct fs *fs, struct pool_conn *conn, void *arg)
 {
 	struct fs_head *h = arg;
+	bool reused = sync_conn_has_selected(conn, h->server_name);
 	char set[16];
 	int r;
 
-	r = pool_conn_examine(fs, conn, h->server_name, false, NULL);
-	if (r)
-		return r;
-	if (conn->selected_uidvalidity != h->uidvalidity)
-		return -ESTALE;
-	h->len = 0; /* a retry on a new connection starts over */
 	snprintf(set, sizeof(set), "%u", h->uid);
-	if (imap_uid_fetch_bodies(conn->session, set, 0, LARGE_HEAD, &sync_head_sink, h,
-				  &conn->err) != 0) {
-		log_warnx("UID FETCH %s BODY.PEEK[]<0.%d>: %s", h->server_name, LARGE_HEAD,
-			  conn->err.reason);
-		return fs_errno_from_imap(&conn->err);
+	for (int round = 0; round < 2; round++) {
+		/* see sync_fetch_job: a reused selection may not know the message */
+		r = pool_conn_examine(fs, conn, h->server_name,
+				      round > 0 || (reused && conn->selected_uidvalidity != h->uidvalidity),
+				      NULL);
+		if (r)
+			return r;
+		if (conn->selected_uidvalidity != h->uidvalidity)
+			return -ESTALE;
+		h->len = 0; /* a retry starts over */
+		if (imap_uid_fetch_bodies(conn->session, set, 0, LARGE_HEAD, &sync_head_sink, h,
+					  &conn->err) != 0) {
+			log_warnx("UID FETCH %s BODY.PEEK[]<0.%d>: %s", h->server_name, LARGE_HEAD,
+				  conn->err.reason);
+			return fs_errno_from_imap(&conn->err);
+		}
+		if (h->len || !reused)
+			break;
 	}
 	return h->len ? 0 : -ENOENT;
 }

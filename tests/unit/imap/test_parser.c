@@ -619,6 +619,13 @@ static void test_numbers(void **state)
 	assert_int_equal(imap_parse_number("", 0, 10, &v), -1);
 	assert_int_equal(imap_parse_number("-1", 2, 10, &v), -1);
 	assert_int_equal(imap_parse_number("1a", 2, 10, &v), -1);
+	/* a maximum below 9: a digit above it is out of range, not a wrap */
+	assert_int_equal(imap_parse_number("7", 1, 5, &v), -1);
+	assert_int_equal(imap_parse_number("5", 1, 5, &v), 0);
+	assert_int_equal(v, 5);
+	assert_int_equal(imap_parse_number("1", 1, 0, &v), -1);
+	assert_int_equal(imap_parse_number("00", 2, 0, &v), 0);
+	assert_int_equal(imap_parse_number("15", 2, 9, &v), -1);
 }
 
 int main(void)

@@ -10,12 +10,13 @@ import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Dovecot, Imapfs, build_dir, check, free_port, is_mounted, tmp_root  # noqa: E402
+from harness import Dovecot, Imapfs, build_dir, check, is_mounted, tmp_root  # noqa: E402
 from test_mount_lib import eml_uids, wait_for  # noqa: E402
 
 BINARY = os.path.join(build_dir(), "fs", "imapfs")
@@ -67,7 +68,12 @@ def main():
         d = tempfile.mkdtemp(prefix="ca.", dir=tmp_root())
         TEMP_DIRS.append(d)
         expect_failure(dc, "untrusted CA", "certificate", cafile=make_other_ca(d))
-        expect_failure(dc, "unreachable port", "connect", port=free_port())
+        # a port bound but not listening refuses connections, and no other
+        # test can start a server on it meanwhile
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        expect_failure(dc, "unreachable port", "connect", port=closed.getsockname()[1])
+        closed.close()
         expect_failure(dc, "password on the command line", "never accepted",
                        extra=["-o", "password=secret"])
         expect_failure(dc, "failing password command", "password command",

@@ -144,7 +144,8 @@ void modify_listing_insert(struct fs *fs, struct fs_dir *dir, const struct fs_ms
 		struct fs_msg *bigger = realloc(dir->msgs, (dir->nmsgs + 1) * sizeof(*bigger));
 
 		if (!bigger) {
-			dir->synced_at_ms = 0;
+			if (dir->synced_at_ms)
+				dir->synced_at_ms = 1;
 			goto out;
 		}
 		dir->msgs = bigger;
@@ -185,11 +186,13 @@ void modify_mark_stale(struct fs *fs, struct fs_dir *dir)
 	id = dir->selectable ? dir->mailbox_id : 0;
 	pthread_rwlock_unlock(&fs->tree_lock);
 	/* a directory not loaded yet takes its sync time from the cache */
-	if (id && cache_mailbox_get(fs->cache, id, &mb) == 0 && mb.synced_at)
+	/* long ago, but not never: a failed sync still serves the listing */
+	if (id && cache_mailbox_get(fs->cache, id, &mb) == 0 && mb.synced_at > 1)
 		cache_mailbox_set_state(fs->cache, id, mb.uidvalidity, mb.uidnext, mb.highestmodseq,
-					0);
+					1);
 	pthread_mutex_lock(&dir->lock);
-	dir->synced_at_ms = 0;
+	if (dir->synced_at_ms)
+		dir->synced_at_ms = 1;
 	pthread_mutex_unlock(&dir->lock);
 }
 
@@ -966,6 +969,32 @@ static void modify_rename_dir(fuse_req_t req, struct fs_dir *dir, struct fs_dir 
 		r = modify_call(fs, modify_rename_job, &j);
 	}
 	if (r == 0) {
+		/* move the directory itself: the kernel keeps the renamed entry
+		 * with the same inode, so the node must stay valid under its
+		 * new name (children move along) */
+		char *nm = strdup(newname), *sn = strdup(to);
+
+		pthread_rwlock_wrlock(&fs->tree_lock);
+		if (nm && sn) {
+			struct fs_dir **pp = &child->parent->first_child;
+
+			while (*pp && *pp != child)
+				pp = &(*pp)->next_sibling;
+			if (*pp)
+				*pp = child->next_sibling;
+			free(child->name);
+			child->name = nm;
+			free(child->server_name);
+			child->server_name = sn;
+			child->parent = newdir;
+			child->next_sibling = newdir->first_child;
+			newdir->first_child = child;
+			nm = sn = NULL;
+			tree_recount_locked(fs);
+		}
+		pthread_rwlock_unlock(&fs->tree_lock);
+		free(nm);
+		free(sn);
 		/* keep the cached messages: the mailbox keeps its UIDVALIDITY */
 		pthread_rwlock_rdlock(&fs->tree_lock);
 		path = modify_path_locked(newdir);

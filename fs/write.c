@@ -72,6 +72,7 @@ struct wfile {
 	bool busy;               /* a retry holds it */
 	bool abandoned;          /* unlinked while busy */
 	bool hidden;             /* closed empty: gone by name, open by inode */
+	pid_t creator;           /* the process (thread group) that created it */
 };
 
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -84,6 +85,30 @@ static int64_t write_retry_at_ms;   /* write_lock */
 static struct fs *write_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+/* The process (thread group) of the thread behind a request: FUSE gives
+ * the thread's id. 0 if unknown. */
+static pid_t write_req_process(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	if (!ctx || ctx->pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return ctx->pid;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "Tgid:", 5) == 0) {
+			tgid = (pid_t)atoi(line + 5);
+			break;
+		}
+	fclose(f);
+	return tgid > 0 ? tgid : ctx->pid;
 }
 
 static void write_file_free(struct wfile *wf)
@@ -857,6 +882,7 @@ void write_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	wf->internaldate = -1;
 	wf->created = (int64_t)time(NULL);
 	wf->state = W_OPEN;
+	wf->creator = write_req_process(req);
 	memset(&e, 0, sizeof(e));
 	pthread_mutex_lock(&write_lock);
 	if (write_find_name_locked(dir, name)) {
@@ -1076,12 +1102,19 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = write_fs(req);
 	struct wfile *wf;
 	bool send = false;
+	pid_t who = write_req_process(req);
 
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);
 	/* only the handle that created the file sends it (touch, or a second
-	 * descriptor, may open and close it meanwhile) */
-	send = wf && fi->fh == ino && wf->state == W_OPEN;
+	 * descriptor, may open and close it meanwhile), and only when the
+	 * creating process closes it: a child it forks closes its copy of the
+	 * descriptor at exec, which flushes too */
+	send = wf && fi->fh == ino && wf->state == W_OPEN &&
+	       (!wf->creator || !who || who == wf->creator);
+	if (wf)
+		log_debug("new file %s: flush of handle %llx%s", wf->name,
+			  (unsigned long long)fi->fh, send ? ": APPEND" : "");
 	if (send)
 		wf->state = W_SENDING; /* ours until write_send is done */
 	pthread_mutex_unlock(&write_lock);
@@ -1170,6 +1203,7 @@ void write_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		}
 		wf->size = size;
 	}
+	log_debug("new file %s: setattr 0x%x", wf->name, (unsigned)to_set);
 	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
 		wf->internaldate = (int64_t)time(NULL);
 	else if (to_set & FUSE_SET_ATTR_MTIME)

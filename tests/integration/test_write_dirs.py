@@ -118,7 +118,7 @@ def examine_count(c, name):
 def test_rmdir(dc):
     c = dc.client()
     for n in ("Leer", "Voll", "Eltern", "Eltern/Kind", "Entwürfe", 'Mit "Zitat"'):
-        create(c, n)
+        create(c, n, exist_ok=True)  # test_mkdir_encoded_names made Entwürfe already
     full = [append(c, "Voll", new_message("voll%d" % i)[0]) for i in range(2)]
     inbox_uid = append(c, "INBOX", new_message("inbox")[0])
     with mount(dc) as m:
@@ -173,7 +173,7 @@ def test_rmdir(dc):
             e = ex.errno
         ok(e is not None, "rmdir INBOX fails (%s)" % errno.errorcode.get(e, e),
            "rmdir INBOX succeeded")
-        ok("INBOX" in server_mailboxes(c) and server_uids(c, "INBOX") == [inbox_uid],
+        ok("INBOX" in server_mailboxes(c) and inbox_uid in server_uids(c, "INBOX"),
            "... INBOX and its message are still on the server")
         ok("INBOX" in listing(r), "... and INBOX is still in the mount")
 

@@ -125,6 +125,39 @@ def server_count_by_mid(dc, mailbox, mids):
             pass
 
 
+def kill_sessions(dc):
+    """End the instance's IMAP session processes still serving connections:
+    dc.stop() kills the master quickly, and Dovecot's imap processes outlive
+    it and go on serving the connections they have, so the server would not
+    be down for a client that is already connected. Found by their server
+    side sockets (local port = the instance's ports) in /proc."""
+    import signal
+    ports = {int(dc.imaps_port), int(dc.imap_port)}
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            parts = row.split()
+            if int(parts[1].rsplit(":", 1)[1], 16) in ports and parts[3] == "01":
+                inodes.add("socket:[%s]" % parts[9])
+    killed = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+            if any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) in inodes for fd in fds):
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+        except OSError:
+            continue
+    note("ended %d leftover IMAP session process(es) of the stopped instance" % killed)
+
+
 def test_append_failure_outbox(dc):
     c = dc.client()
     create(c, "Ausgang")
@@ -147,6 +180,7 @@ def test_append_failure_outbox(dc):
             need(w.first == "written", "create + write of kept-a.eml succeed (server up)", w.first)
             dc.stop()
             stopped = True
+            kill_sessions(dc)
             note("Dovecot stopped; now close() of kept-a.eml")
             t0 = time.monotonic()
             res = w.close()

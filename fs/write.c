@@ -42,6 +42,7 @@
 #define WRITE_HEAD (16 * 1024)               /* looked at for a Message-ID */
 #define WRITE_SEARCH_BACK 200                /* newest messages looked at */
 #define WRITE_RETRY_MS 1000                  /* between outbox retries */
+#define WRITE_REFUSED_MS 30000               /* ... after the server refused one */
 #define XATTR_FLAGS "user.imap.flags"
 
 enum wstate {
@@ -80,7 +81,8 @@ static struct wfile *write_files;   /* write_lock */
 static uint64_t write_seq;          /* write_lock */
 static bool write_outbox_loaded;    /* write_lock */
 static bool write_retrying;         /* write_lock */
-static int64_t write_retry_at_ms;   /* write_lock */
+static int64_t write_retry_at_ms;   /* write_lock: the last round ended */
+static int64_t write_retry_wait_ms; /* write_lock: before the next round */
 
 static struct fs *write_fs(fuse_req_t req)
 {
@@ -580,9 +582,15 @@ static int write_send(struct fs *fs, struct wfile *wf)
 
 /* --- the outbox --- */
 
+struct load_ctx {
+	struct fs *fs;
+	size_t missing;          /* entries whose mailbox is not in the tree yet */
+};
+
 static int write_load_cb(void *arg, const struct cache_outbox_entry *e)
 {
-	struct fs *fs = arg;
+	struct load_ctx *ctx = arg;
+	struct fs *fs = ctx->fs;
 	struct fs_dir *dir = NULL;
 	struct wfile *wf;
 
@@ -594,8 +602,10 @@ static int write_load_cb(void *arg, const struct cache_outbox_entry *e)
 		if (fs->dirs[i]->selectable && fs->dirs[i]->mailbox_id == e->mailbox_id)
 			dir = fs->dirs[i];
 	pthread_rwlock_unlock(&fs->tree_lock);
-	if (!dir)
+	if (!dir) {
+		ctx->missing++;
 		return 0;
+	}
 	wf = calloc(1, sizeof(*wf));
 	if (!wf)
 		return 0;
@@ -713,26 +723,36 @@ static void write_retry_done(struct fs *fs, void *arg, int result)
 {
 	(void)fs;
 	(void)arg;
-	(void)result;
 	pthread_mutex_lock(&write_lock);
 	write_retrying = false;
 	write_retry_at_ms = fs_now_ms();
+	/* the server away: soon again (connecting backs off by itself); a
+	 * refusal (quota, ...) will not go away at once */
+	write_retry_wait_ms = result == 0 || result == -EIO || result == -ETIMEDOUT ?
+				      WRITE_RETRY_MS : WRITE_REFUSED_MS;
 	pthread_mutex_unlock(&write_lock);
 }
 
 /* Load the outbox of an earlier run once; retry it now and then. */
 static void write_kick(struct fs *fs)
 {
-	bool any = false, submit = false;
+	bool any = false, submit = false, listed;
 
+	pthread_mutex_lock(&fs->list_lock);
+	listed = fs->listed_at_ms != 0;
+	pthread_mutex_unlock(&fs->list_lock);
 	pthread_mutex_lock(&write_lock);
-	if (!write_outbox_loaded && fs->ndirs > 2) {
-		write_outbox_loaded = true;
-		cache_outbox_list(fs->cache, 0, write_load_cb, fs);
+	if (!write_outbox_loaded && listed) {
+		struct load_ctx ctx = { .fs = fs };
+
+		/* again next time while some entry's mailbox is not known yet */
+		if (cache_outbox_list(fs->cache, 0, write_load_cb, &ctx) == 0 && !ctx.missing)
+			write_outbox_loaded = true;
 	}
 	for (struct wfile *wf = write_files; wf && !any; wf = wf->next)
 		any = wf->state == W_OUTBOX && !wf->busy && !wf->abandoned;
-	if (any && !write_retrying && fs_now_ms() - write_retry_at_ms >= WRITE_RETRY_MS) {
+	if (any && !write_retrying &&
+	    fs_now_ms() - write_retry_at_ms >= (write_retry_wait_ms ? write_retry_wait_ms : WRITE_RETRY_MS)) {
 		write_retrying = true;
 		submit = true;
 	}

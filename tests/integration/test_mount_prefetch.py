@@ -44,6 +44,10 @@ def main():
         with Imapfs(dc, opts=["-d", "-o", "refresh=600"]) as m:
             scan = os.path.join(m.path, "Scan")
             check(eml_uids(scan) == list(range(1, N + 1)), "Scan lists %d messages" % N)
+            # let the listings the daemon starts after mounting finish: listing
+            # a directory waits for its sync
+            for name in os.listdir(m.path):
+                eml_uids(os.path.join(m.path, name))
             # mailboxes with messages: Scan and Large (INBOX is empty); the
             # daemon may list them all in the background after mounting
             meta = [x for x in commands(m) if re.search(r"UID FETCH \S+ \(UID FLAGS RFC822\.SIZE", x)]

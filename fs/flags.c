@@ -151,3 +151,48 @@ out_free:
 	free(rem);
 	return r;
 }
+
+/* whether the space separated list holds word (case-insensitive) */
+static bool flags_list_has(const char *list, const char *word, size_t wlen)
+{
+	while (*list) {
+		size_t l;
+
+		while (*list == ' ')
+			list++;
+		l = strcspn(list, " ");
+		if (l == wlen && strncasecmp(list, word, wlen) == 0)
+			return true;
+		list += l;
+	}
+	return false;
+}
+
+char *flags_apply_change(const char *cur, const char *add, const char *remove)
+{
+	const char *lists[2] = { cur, add };
+	char *out = malloc(strlen(cur) + strlen(add) + 2);
+	size_t used = 0;
+
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	for (int l = 0; l < 2; l++) {
+		for (const char *p = lists[l]; *p;) {
+			size_t len;
+
+			while (*p == ' ')
+				p++;
+			len = strcspn(p, " ");
+			if (len && !flags_list_has(remove, p, len) && !flags_list_has(out, p, len)) {
+				if (used)
+					out[used++] = ' ';
+				memcpy(out + used, p, len);
+				used += len;
+				out[used] = '\0';
+			}
+			p += len;
+		}
+	}
+	return out;
+}

@@ -28,4 +28,9 @@ int flags_parse(const char *in, size_t len, char **out);
  */
 int flags_parse_change(const char *in, size_t len, char **add_out, char **remove_out);
 
+/* cur (canonical, as flags_parse gives) with the flags of add added and
+ * those of remove removed (case-insensitive; order kept, additions last).
+ * malloc'd, NULL on ENOMEM. */
+char *flags_apply_change(const char *cur, const char *add, const char *remove);
+
 #endif

@@ -36,6 +36,7 @@
 #include "flags_i.h"
 #include "imapfs/log.h"
 #include "names_i.h"
+#include "outmsg_i.h"
 
 #define WRITE_MEM_MAX (1024 * 1024)          /* bytes kept in memory per file */
 #define WRITE_SIZE_MAX (256ull * 1024 * 1024) /* the largest message */
@@ -208,61 +209,6 @@ size_t write_count(struct fs *fs, struct fs_dir *dir)
 }
 
 /* --- message bytes --- */
-
-/* LF -> CRLF (a CR already before the LF stays alone); malloc'd */
-static char *write_crlf(const char *in, size_t len, size_t *len_out)
-{
-	size_t extra = 0, j = 0;
-	char *out;
-
-	for (size_t i = 0; i < len; i++)
-		if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
-			extra++;
-	out = malloc(len + extra + 1);
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
-			out[j++] = '\r';
-		out[j++] = in[i];
-	}
-	*len_out = j;
-	return out;
-}
-
-/* The Message-ID header's value ("" when none); malloc'd, NULL on ENOMEM. */
-static char *write_message_id(const char *data, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		size_t end = i;
-
-		while (end < len && data[end] != '\n')
-			end++;
-		if (end == i || (end == i + 1 && data[i] == '\r'))
-			break; /* the end of the header */
-		if (end - i > 11 && strncasecmp(data + i, "Message-ID:", 11) == 0) {
-			size_t a = i + 11, b = end;
-
-			/* a folded value continues on the next line */
-			if (b + 1 < len && (data[b + 1] == ' ' || data[b + 1] == '\t')) {
-				b++;
-				while (b < len && data[b] != '\n')
-					b++;
-			}
-			while (a < b && (data[a] == ' ' || data[a] == '\t' || data[a] == '\r' ||
-					 data[a] == '\n'))
-				a++;
-			while (b > a && (data[b - 1] == ' ' || data[b - 1] == '\t' ||
-					 data[b - 1] == '\r' || data[b - 1] == '\n'))
-				b--;
-			return strndup(data + a, b - a);
-		}
-		i = end + 1;
-	}
-	return strdup("");
-}
 
 /* The bytes of wf (write_lock held, state W_OPEN): malloc'd copy. */
 static int write_take_bytes_locked(struct wfile *wf, char **out, size_t *len_out)
@@ -548,9 +494,9 @@ static int write_send(struct fs *fs, struct wfile *wf)
 
 	r = write_job_init(fs, wf->dir, &j);
 	if (r == 0) {
-		crlf = write_crlf(raw, len, &clen);
+		crlf = outmsg_crlf(raw, len, &clen);
 		free(wf->message_id);
-		wf->message_id = write_message_id(raw, len);
+		wf->message_id = outmsg_message_id(raw, len);
 		if (!crlf || !wf->message_id)
 			r = -ENOMEM;
 	}
@@ -655,7 +601,7 @@ static int write_retry_one(struct fs *fs, struct pool_conn *conn, struct wfile *
 			r = -ENOMEM;
 	}
 	if (r == 0) {
-		crlf = write_crlf(raw, len, &clen);
+		crlf = outmsg_crlf(raw, len, &clen);
 		if (!crlf)
 			r = -ENOMEM;
 	}
@@ -1245,57 +1191,6 @@ static bool write_is_imap_attr(const char *name)
 	return strncmp(name, "user.imap.", 10) == 0;
 }
 
-/* flags with add added and rem removed (case-insensitive); malloc'd */
-static char *write_flags_apply(const char *cur, const char *add, const char *rem)
-{
-	size_t cap = strlen(cur) + strlen(add) + 2, used = 0;
-	char *out = malloc(cap);
-	const char *lists[2] = { cur, add };
-
-	if (!out)
-		return NULL;
-	out[0] = '\0';
-	for (int l = 0; l < 2; l++) {
-		for (const char *p = lists[l]; *p;) {
-			size_t len;
-			bool skip = false;
-
-			while (*p == ' ')
-				p++;
-			len = strcspn(p, " ");
-			if (!len)
-				continue;
-			for (const char *q = rem; *q && !skip;) {
-				size_t ql;
-
-				while (*q == ' ')
-					q++;
-				ql = strcspn(q, " ");
-				skip = ql == len && strncasecmp(q, p, len) == 0;
-				q += ql;
-			}
-			for (const char *q = out; *q && !skip;) {
-				size_t ql;
-
-				while (*q == ' ')
-					q++;
-				ql = strcspn(q, " ");
-				skip = ql == len && strncasecmp(q, p, len) == 0;
-				q += ql;
-			}
-			if (!skip) {
-				if (used)
-					out[used++] = ' ';
-				memcpy(out + used, p, len);
-				used += len;
-				out[used] = '\0';
-			}
-			p += len;
-		}
-	}
-	return out;
-}
-
 void write_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size)
 {
@@ -1331,7 +1226,7 @@ void write_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		r = -EPERM;
 	} else {
 		if (!flags)
-			flags = write_flags_apply(wf->flags, add, rem);
+			flags = flags_apply_change(wf->flags, add, rem);
 		if (flags) {
 			free(wf->flags);
 			wf->flags = flags;

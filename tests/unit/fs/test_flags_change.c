@@ -51,11 +51,32 @@ static void test_change_bad(void **state)
 	check_change("+br{ace", -EINVAL, NULL, NULL);
 }
 
+static void check_apply(const char *cur, const char *add, const char *rem, const char *want)
+{
+	char *got = flags_apply_change(cur, add, rem);
+
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+static void test_apply(void **state)
+{
+	(void)state;
+	check_apply("", "", "", "");
+	check_apply("\\Seen $Work", "\\Flagged", "\\Seen", "$Work \\Flagged");
+	check_apply("\\Seen", "\\Seen", "", "\\Seen");
+	check_apply("$a $B", "$b $c", "", "$a $B $c");
+	check_apply("$a $B", "", "$b $zz", "$a");
+	check_apply("$a", "$new", "$new", "$a");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_change),
 		cmocka_unit_test(test_change_bad),
+		cmocka_unit_test(test_apply),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

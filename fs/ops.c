@@ -512,8 +512,10 @@ static void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	/* nothing to flush, but never ENOSYS: the kernel would stop sending
-	 * FLUSH for every file, new ones included */
-	fuse_reply_err(req, 0);
+	 * FLUSH for every file, new ones included. On a read-only mount no
+	 * file is ever new: ENOSYS spares every close a round trip (warm
+	 * grep -r 2x faster). */
+	fuse_reply_err(req, ops_fs(req)->opts->ro ? ENOSYS : 0);
 }
 
 static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -4,11 +4,13 @@
  * the cache, and anything that needs the server goes through the pool with
  * a deadline (sync.c), so no request waits without bound.
  *
- * Per-file requests are kept off the hot path: read-only open and flush
- * answer ENOSYS (with FUSE_CAP_NO_OPEN_SUPPORT the kernel stops sending
- * them and keeps the page cache), readdirplus hands out every entry with
- * its attributes, and message files get long entry/attr timeouts because
- * they never change while UIDVALIDITY holds.
+ * Per-file requests are kept off the hot path: read-only open answers
+ * ENOSYS (with FUSE_CAP_NO_OPEN_SUPPORT the kernel stops sending it and
+ * keeps the page cache), flush answers at once (never ENOSYS, which would
+ * stop FLUSH for new files too, whose close() returns the APPEND's result),
+ * readdirplus hands out every entry with its attributes, and message files
+ * get long entry/attr timeouts because they never change while UIDVALIDITY
+ * holds. Writes: write.c (new files) and modify.c (everything else).
  *
  * A directory handle (opendir) owns a snapshot of the listing so readdir
  * offsets stay stable while a sync replaces dir->msgs.

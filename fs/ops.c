@@ -6,8 +6,8 @@
  *
  * Per-file requests are kept off the hot path: read-only open answers
  * ENOSYS (with FUSE_CAP_NO_OPEN_SUPPORT the kernel stops sending it and
- * keeps the page cache), flush answers at once (never ENOSYS, which would
- * stop FLUSH for new files too, whose close() returns the APPEND's result),
+ * keeps the page cache), flush answers at once (ENOSYS only with -o ro:
+ * it would stop FLUSH for new files too, whose close() returns the APPEND),
  * readdirplus hands out every entry with its attributes, and message files
  * get long entry/attr timeouts because they never change while UIDVALIDITY
  * holds. Writes: write.c (new files) and modify.c (everything else).

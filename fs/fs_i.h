@@ -55,6 +55,7 @@ struct pool;
 struct notify;
 struct fs_fetch;
 struct fs_head;
+struct dir_snap;
 
 /* One message in a directory's in-memory listing (a mirror of the cache's
  * rows, rebuilt after each sync). */
@@ -100,6 +101,16 @@ struct fs_dir {
 	unsigned seq_run;            /* consecutive reads in listing order */
 	size_t frontier;             /* listing index past the last one fetched ahead */
 	uint64_t window;             /* bytes to fetch ahead */
+	/* The listing in file-name order ("10.eml" before "2.eml"): the order
+	 * of readdir, ls, shell globs and rsync, in which scans are detected
+	 * (positions above are in this order). Built from msgs when needed;
+	 * the last three fields tell which msgs it was built for. */
+	uint32_t *name_order;        /* name position -> index in msgs */
+	uint32_t *name_pos;          /* index in msgs -> name position */
+	uint64_t *name_bytes;        /* name position -> bytes of the files before it */
+	const struct fs_msg *name_for;
+	size_t name_for_n;
+	uint32_t name_for_first_uid;
 	/* the last read that timed out: the kernel retries a failed read at once */
 	uint32_t failed_uid;
 	int failed_error;
@@ -128,6 +139,11 @@ struct fs {
 	 * time and makes the others sleep in its busy handler; a mutex hands
 	 * over at once */
 	pthread_mutex_t body_write_lock;
+
+	/* directory handles not released yet (the kernel may never send
+	 * RELEASEDIR for some when the daemon stops): freed at exit */
+	pthread_mutex_t handles_lock;
+	struct dir_snap *open_dirs;  /* protected by handles_lock */
 
 	pthread_mutex_t list_lock;   /* protects the mailbox-list state below */
 	pthread_cond_t list_cond;
@@ -203,6 +219,9 @@ void sync_prefetch_listings(struct fs *fs);
 int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms);
 /* Listing index of uid in dir->msgs, or -1 (dir->lock held). */
 ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid);
+/* dir->name_order & co. up to date for dir->msgs (dir->lock held); false
+ * when out of memory. force: rebuild even if they look current. */
+bool sync_name_order_locked(struct fs_dir *dir, bool force);
 /* Read a message's bytes: cache, or a fetch (with prefetch); the first
  * bytes of a large message from a partial fetch of its head. */
 int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size,
@@ -212,6 +231,8 @@ void sync_dir_free(struct fs_dir *dir);
 
 /* --- ops (ops.c) and xattr (xattr.c) --- */
 extern const struct fuse_lowlevel_ops fs_ops;
+/* free the directory handles the kernel did not release (after the loop) */
+void ops_free_open_handles(struct fs *fs);
 void fs_stat_dir(struct fs *fs, const struct fs_dir *dir, struct stat *st); /* tree_lock held */
 void fs_stat_msg(struct fs *fs, const struct fs_dir *dir, const struct fs_msg *m, struct stat *st);
 void xattr_get(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);

@@ -208,6 +208,7 @@ int main(int argc, char **argv)
 	fs.timeout_ms = (int)opts.timeout * 1000;
 	pthread_mutex_init(&fs.list_lock, NULL);
 	pthread_mutex_init(&fs.body_write_lock, NULL);
+	pthread_mutex_init(&fs.handles_lock, NULL);
 	fs_cond_init(&fs.list_cond);
 	if (tree_init(&fs) != 0) {
 		fprintf(stderr, "imapfs: out of memory\n");
@@ -315,11 +316,13 @@ out:
 		fuse_session_destroy(se);
 	}
 	imap_session_close(first);
+	ops_free_open_handles(&fs);
 	cache_close(fs.cache);
 	tree_free(&fs);
 	main_free_password(fs.password);
 	pthread_mutex_destroy(&fs.list_lock);
 	pthread_mutex_destroy(&fs.body_write_lock);
+	pthread_mutex_destroy(&fs.handles_lock);
 	pthread_cond_destroy(&fs.list_cond);
 	options_free(&opts);
 	return ret;

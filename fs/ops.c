@@ -238,6 +238,7 @@ struct dir_entry {
 };
 
 struct dir_snap {
+	struct dir_snap *prev, *next; /* fs->open_dirs, under fs->handles_lock */
 	struct fs_dir *dir;
 	struct dir_entry *subs; /* ".", "..", then subdirectories */
 	size_t nsubs;
@@ -255,6 +256,41 @@ static void ops_snap_free(struct dir_snap *s)
 	free(s->subs);
 	free(s->msgs);
 	free(s);
+}
+
+static void ops_handle_link(struct fs *fs, struct dir_snap *s)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	s->prev = NULL;
+	s->next = fs->open_dirs;
+	if (s->next)
+		s->next->prev = s;
+	fs->open_dirs = s;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void ops_handle_unlink(struct fs *fs, struct dir_snap *s)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		fs->open_dirs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+void ops_free_open_handles(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	while (fs->open_dirs) {
+		struct dir_snap *s = fs->open_dirs;
+
+		fs->open_dirs = s->next;
+		ops_snap_free(s);
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
 }
 
 /* new files (write.c) go after the subdirectories */
@@ -321,7 +357,15 @@ static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out
 	if (dir->nmsgs) {
 		s->msgs = malloc(dir->nmsgs * sizeof(*s->msgs));
 		if (s->msgs) {
-			memcpy(s->msgs, dir->msgs, dir->nmsgs * sizeof(*s->msgs));
+			/* in file-name order, as ls and globs sort: a scan by
+			 * grep -r and one by cat * or rsync read in the same
+			 * order, the one the prefetch follows */
+			if (sync_name_order_locked(dir, true)) {
+				for (size_t i = 0; i < dir->nmsgs; i++)
+					s->msgs[i] = dir->msgs[dir->name_order[i]];
+			} else {
+				memcpy(s->msgs, dir->msgs, dir->nmsgs * sizeof(*s->msgs));
+			}
 			s->nmsgs = dir->nmsgs;
 		}
 	}
@@ -358,8 +402,11 @@ static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		return;
 	}
 	fi->fh = (uintptr_t)s;
-	if (fuse_reply_open(req, fi) != 0)
+	ops_handle_link(fs, s);
+	if (fuse_reply_open(req, fi) != 0) {
+		ops_handle_unlink(fs, s);
 		ops_snap_free(s);
+	}
 }
 
 static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -429,8 +476,13 @@ static void ops_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 
 static void ops_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct dir_snap *s = (struct dir_snap *)(uintptr_t)fi->fh;
+
 	(void)ino;
-	ops_snap_free((struct dir_snap *)(uintptr_t)fi->fh);
+	if (s) {
+		ops_handle_unlink(ops_fs(req), s);
+		ops_snap_free(s);
+	}
 	fuse_reply_err(req, 0);
 }
 

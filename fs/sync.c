@@ -103,6 +103,86 @@ ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid)
 	return -1;
 }
 
+/* Sort key of "<uid>.eml" in byte order: the digits scaled to ten places,
+ * then the length ("1.eml" < "10.eml" < "100.eml" < "11.eml" < "2.eml"). */
+static uint64_t sync_name_key(uint32_t uid)
+{
+	uint64_t scaled = uid;
+	unsigned digits = 1;
+
+	for (uint32_t v = uid; v >= 10; v /= 10)
+		digits++;
+	for (unsigned i = digits; i < 10; i++)
+		scaled *= 10;
+	return scaled << 4 | digits;
+}
+
+struct name_sort {
+	uint64_t key;
+	uint32_t index;
+};
+
+static int sync_cmp_name(const void *a, const void *b)
+{
+	uint64_t x = ((const struct name_sort *)a)->key, y = ((const struct name_sort *)b)->key;
+
+	return x < y ? -1 : x > y;
+}
+
+bool sync_name_order_locked(struct fs_dir *dir, bool force)
+{
+	size_t n = dir->nmsgs;
+	struct name_sort *tmp;
+	uint32_t *order, *pos;
+	uint64_t *bytes, sum = 0;
+
+	if (!force && dir->name_for == dir->msgs && dir->name_for_n == n &&
+	    (n == 0 || dir->name_for_first_uid == dir->msgs[0].uid))
+		return true;
+	tmp = malloc((n ? n : 1) * sizeof(*tmp));
+	order = malloc((n ? n : 1) * sizeof(*order));
+	pos = malloc((n ? n : 1) * sizeof(*pos));
+	bytes = malloc((n ? n : 1) * sizeof(*bytes));
+	if (!tmp || !order || !pos || !bytes) {
+		free(tmp);
+		free(order);
+		free(pos);
+		free(bytes);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		tmp[i].key = sync_name_key(dir->msgs[i].uid);
+		tmp[i].index = (uint32_t)i;
+	}
+	if (n)
+		qsort(tmp, n, sizeof(*tmp), sync_cmp_name);
+	for (size_t i = 0; i < n; i++) {
+		order[i] = tmp[i].index;
+		pos[tmp[i].index] = (uint32_t)i;
+		bytes[i] = sum;
+		sum += dir->msgs[tmp[i].index].size;
+	}
+	free(tmp);
+	free(dir->name_order);
+	free(dir->name_pos);
+	free(dir->name_bytes);
+	dir->name_order = order;
+	dir->name_pos = pos;
+	dir->name_bytes = bytes;
+	dir->name_for = dir->msgs;
+	dir->name_for_n = n;
+	dir->name_for_first_uid = n ? dir->msgs[0].uid : 0;
+	return true;
+}
+
+/* Name position of the message at listing index idx, or -1. */
+static ssize_t sync_name_pos_locked(struct fs_dir *dir, ssize_t idx)
+{
+	if (idx < 0 || !sync_name_order_locked(dir, false) || (size_t)idx >= dir->name_for_n)
+		return -1;
+	return dir->name_pos[idx];
+}
+
 /* Wait on dir->cond until *gen changes or the deadline passes. */
 static int sync_wait_gen_locked(struct fs_dir *dir, const unsigned *gen, unsigned old,
 				const struct timespec *deadline)
@@ -1015,7 +1095,7 @@ out_free:
 	return NULL;
 }
 
-/* Collect uncached, not-in-flight messages from listing index *from on,
+/* Collect uncached, not-in-flight messages from name position *from on,
  * up to bytes; advances *from past what was looked at. */
 static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
 				  size_t *from, uint64_t bytes, uint32_t *uids, size_t max)
@@ -1023,8 +1103,11 @@ static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mai
 	size_t n = 0, scanned = 0, i = *from, dummy;
 	uint64_t got = 0;
 
-	for (; i < dir->nmsgs && n < max && got < bytes && scanned < PREFETCH_SCAN_LIMIT; i++) {
-		const struct fs_msg *m = &dir->msgs[i];
+	if (!sync_name_order_locked(dir, false))
+		return 0;
+	for (; i < dir->name_for_n && n < max && got < bytes && scanned < PREFETCH_SCAN_LIMIT;
+	     i++) {
+		const struct fs_msg *m = &dir->msgs[dir->name_order[i]];
 
 		scanned++;
 		if (sync_fetch_find_locked(dir, m->uid, &dummy))
@@ -1038,8 +1121,8 @@ static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mai
 	return n;
 }
 
-/* Note a read at the start of file idx: detect a scan in listing order and
- * keep the look-ahead ahead of it (dir->lock held). */
+/* Note a read at the start of the file at name position idx: detect a scan
+ * in that order and keep the look-ahead ahead of it (dir->lock held). */
 static void sync_track_locked(struct fs_dir *dir, size_t idx)
 {
 	if (dir->have_last && idx == dir->last_index)
@@ -1067,14 +1150,14 @@ static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 	uint32_t *uids;
 	size_t n;
 
-	if (dir->seq_run < 1)
+	if (dir->seq_run < 1 || !sync_name_order_locked(dir, false) || idx >= dir->name_for_n)
 		return;
 	if (dir->frontier < idx + 1)
 		dir->frontier = idx + 1;
-	if (dir->frontier >= dir->nmsgs)
+	if (dir->frontier >= dir->name_for_n)
 		return;
-	end_idx = dir->msgs[idx].bytes_before + dir->msgs[idx].size;
-	ahead = dir->msgs[dir->frontier].bytes_before - end_idx;
+	end_idx = dir->name_bytes[idx] + dir->msgs[dir->name_order[idx]].size;
+	ahead = dir->name_bytes[dir->frontier] - end_idx;
 	if (dir->window == 0)
 		dir->window = PREFETCH_START;
 	if (ahead >= dir->window)
@@ -1091,6 +1174,7 @@ static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 		return;
 	}
 	log_debug("%s: prefetching %zu messages ahead of #%zu", dir->name, n, idx);
+	qsort(uids, n, sizeof(*uids), sync_cmp_uid);
 	sync_fetch_start_locked(fs, dir, uids, n, false);
 }
 
@@ -1118,19 +1202,21 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 	}
 	f = sync_fetch_find_locked(dir, uid, &fi);
 	if (!f) {
+		ssize_t pos = sync_name_pos_locked(dir, idx);
 		uint32_t *uids;
-		size_t n = 1, from = (size_t)idx + 1;
+		size_t n = 1, from = (size_t)pos + 1;
 
 		if (cache_body_has(fs->cache, mailbox_id, uid, NULL))
 			goto out_unlock; /* arrived meanwhile */
-		sync_track_locked(dir, (size_t)idx);
+		if (pos >= 0)
+			sync_track_locked(dir, (size_t)pos);
 		uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids));
 		if (!uids) {
 			r = -ENOMEM;
 			goto out_unlock;
 		}
 		uids[0] = uid;
-		if (dir->seq_run >= 1) {
+		if (pos >= 0 && dir->seq_run >= 1) {
 			if (dir->window == 0)
 				dir->window = PREFETCH_START;
 			n += sync_collect_locked(fs, dir, mailbox_id, &from, dir->window, uids + 1,
@@ -1138,12 +1224,13 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 			if (from > dir->frontier)
 				dir->frontier = from;
 		}
+		qsort(uids, n, sizeof(*uids), sync_cmp_uid);
 		f = sync_fetch_start_locked(fs, dir, uids, n, true);
 		if (!f) {
 			r = -EIO;
 			goto out_unlock;
 		}
-		fi = 0;
+		fi = (size_t)sync_fetch_index(f, uid);
 	}
 	f->refs++;
 	fs_deadline(&deadline, fs->timeout_ms);
@@ -1335,7 +1422,7 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg
 				ssize_t idx;
 
 				pthread_mutex_lock(&dir->lock);
-				idx = sync_find_locked(dir, uid);
+				idx = sync_name_pos_locked(dir, sync_find_locked(dir, uid));
 				if (idx >= 0) {
 					sync_track_locked(dir, (size_t)idx);
 					sync_prefetch_locked(fs, dir, (size_t)idx, id);
@@ -1365,4 +1452,9 @@ void sync_dir_free(struct fs_dir *dir)
 	 * every head job has dropped its reference */
 	sync_head_unref_locked(dir->head);
 	dir->head = NULL;
+	free(dir->name_order);
+	free(dir->name_pos);
+	free(dir->name_bytes);
+	dir->name_order = dir->name_pos = NULL;
+	dir->name_bytes = NULL;
 }

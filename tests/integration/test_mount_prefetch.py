@@ -2,7 +2,8 @@
 """Speed by design, checked on the protocol trace (-d), not with a clock:
 the first listing of a mailbox costs one bulk UID FETCH 1:* of the
 metadata; a cold sequential scan (grep -r, cat of every file in listing
-order) fetches bodies in batches, not one UID FETCH per message; a second
+order, or cat * in the shell's order) fetches bodies in batches, not one
+UID FETCH per message; a second
 scan and a re-listing within the refresh interval send nothing; `head` of
 a large message fetches only its head (BODY.PEEK[]<0.n>); every byte read
 matches the server."""
@@ -37,6 +38,9 @@ def main():
         for i in range(1, N + 1):
             c.append("Scan", None, None, msg(i))
         expected = server_bodies(c, "Scan")
+        c.create("Glob")
+        for i in range(1, N + 1):
+            c.append("Glob", None, None, msg(i))
         c.create("Large")
         c.append("Large", None, None, b"From: large@example.org\r\nSubject: large\r\n\r\n"
                  + b"".join(b"%07d large message line\r\n" % i for i in range(60000)))
@@ -48,12 +52,10 @@ def main():
             # a directory waits for its sync
             for name in os.listdir(m.path):
                 eml_uids(os.path.join(m.path, name))
-            # mailboxes with messages: Scan and Large (INBOX is empty); the
-            # daemon may list them all in the background after mounting
+            # mailboxes with messages: Scan, Glob and Large (INBOX is empty)
             meta = [x for x in commands(m) if re.search(r"UID FETCH \S+ \(UID FLAGS RFC822\.SIZE", x)]
-            check(1 <= len(meta) <= 2 and all(" 1:* " in x for x in meta),
+            check(len(meta) == 3 and all(" 1:* " in x for x in meta),
                   "each first listing is one bulk UID FETCH 1:* (%s)" % meta)
-
             r = subprocess.run(["grep", "-rl", "needle", scan], stdout=subprocess.PIPE, text=True)
             found = sorted(int(os.path.basename(p)[:-4]) for p in r.stdout.split())
             check(found == [i for i in range(1, N + 1) if i % 7 == 0],
@@ -80,6 +82,21 @@ def main():
             eml_uids(scan)
             check(len(commands(m)) == before,
                   "a second scan and a re-listing within refresh send no command")
+
+            # cat * reads in the shell's (byte) order: 1, 10, 100, 101, ... 2, 20, ...
+            glob = os.path.join(m.path, "Glob")
+            names = os.listdir(glob)
+            check(names == sorted(names, key=lambda x: x.encode()),
+                  "readdir lists files in byte order, as ls and globs sort them")
+            n_before = len(commands(m))
+            r = subprocess.run("cat *.eml", shell=True, cwd=glob, stdout=subprocess.PIPE,
+                               env=dict(os.environ, LC_ALL="C"))
+            bodies = [x for x in commands(m)[n_before:] if "BODY.PEEK[]" in x]
+            expected_glob = server_bodies(c, "Glob")
+            check(r.stdout == b"".join(expected_glob[int(n[:-4])] for n in sorted(names)),
+                  "cat * gives every message's bytes in glob order")
+            check(len(bodies) <= N // 10,
+                  "cold cat *: %d UID FETCH commands for %d messages (batched)" % (len(bodies), N))
 
             # a large message: its head alone for `head`, the whole body once read past it
             large = os.path.join(m.path, "Large", "1.eml")

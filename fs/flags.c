@@ -184,7 +184,8 @@ char *flags_apply_change(const char *cur, const char *add, const char *remove)
 			while (*p == ' ')
 				p++;
 			len = strcspn(p, " ");
-			if (len && !flags_list_has(remove, p, len) && !flags_list_has(out, p, len)) {
+			if (len && !flags_list_has(remove, p, len) &&
+			    !flags_list_has(out, p, len)) {
 				if (used)
 					out[used++] = ' ';
 				memcpy(out + used, p, len);

@@ -698,7 +698,8 @@ static void write_kick(struct fs *fs)
 	for (struct wfile *wf = write_files; wf && !any; wf = wf->next)
 		any = wf->state == W_OUTBOX && !wf->busy && !wf->abandoned;
 	if (any && !write_retrying &&
-	    fs_now_ms() - write_retry_at_ms >= (write_retry_wait_ms ? write_retry_wait_ms : WRITE_RETRY_MS)) {
+	    fs_now_ms() - write_retry_at_ms >=
+		    (write_retry_wait_ms ? write_retry_wait_ms : WRITE_RETRY_MS)) {
 		write_retrying = true;
 		submit = true;
 	}
@@ -1130,11 +1131,10 @@ void write_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
 		r = ENOENT;
 		goto out;
 	}
-	if ((to_set & FUSE_SET_ATTR_SIZE) || (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
-		if (wf->state != W_OPEN) {
-			r = EPERM;
-			goto out;
-		}
+	if ((to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) &&
+	    wf->state != W_OPEN) {
+		r = EPERM; /* sent or kept: its bytes and date are fixed */
+		goto out;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		uint64_t size = (uint64_t)attr->st_size;

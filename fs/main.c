@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -179,8 +180,9 @@ int main(int argc, char **argv)
 	struct cache_params cparams = { 0 };
 	struct fuse_loop_config *loop_config = NULL;
 	struct fuse_session *se = NULL;
+	struct stat st;
 	char err[512];
-	bool mounted = false;
+	bool mounted = false, signals_set = false;
 	int r, ret = 1;
 
 	memset(&fs, 0, sizeof(fs));
@@ -214,6 +216,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "imapfs: out of memory\n");
 		goto out;
 	}
+
+	/* what can be checked locally fails before a password is asked for */
+	if (stat(opts.mountpoint, &st) != 0) {
+		fprintf(stderr, "imapfs: mount point %s: %s\n", opts.mountpoint, strerror(errno));
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "imapfs: mount point %s: %s\n", opts.mountpoint, strerror(ENOTDIR));
+		goto out;
+	}
+	se = fuse_session_new(&opts.fuse_args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se)
+		goto out; /* libfuse said which option */
+	fs.se = se;
 
 	fs.password = main_get_password(&opts, err, sizeof(err));
 	if (!fs.password) {
@@ -249,16 +265,11 @@ int main(int argc, char **argv)
 	cache_close(fs.cache);
 	fs.cache = NULL;
 
-	se = fuse_session_new(&opts.fuse_args, &fs_ops, sizeof(fs_ops), &fs);
-	if (!se) {
-		fprintf(stderr, "imapfs: invalid FUSE options\n");
-		goto out;
-	}
-	fs.se = se;
 	if (fuse_set_signal_handlers(se) != 0) {
 		fprintf(stderr, "imapfs: cannot set signal handlers\n");
 		goto out;
 	}
+	signals_set = true;
 	if (fuse_session_mount(se, opts.mountpoint) != 0) {
 		fprintf(stderr, "imapfs: cannot mount on %s\n", opts.mountpoint);
 		goto out;
@@ -312,7 +323,8 @@ out:
 	if (loop_config)
 		fuse_loop_cfg_destroy(loop_config);
 	if (se) {
-		fuse_remove_signal_handlers(se);
+		if (signals_set)
+			fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
 	}
 	imap_session_close(first);

@@ -78,6 +78,11 @@ def main():
                        extra=["-o", "password=secret"])
         expect_failure(dc, "failing password command", "password command",
                        password_cmd="exit 3")
+        expect_failure(dc, "an unknown FUSE option", "bogus", extra=["-o", "bogus_option=1"])
+        r = run_imapfs(dc, os.path.join(tmp_root(), "no-such-dir-%d" % os.getpid()))
+        check(r.returncode != 0 and r.stderr.strip().count("\n") == 0
+              and "mount point" in r.stderr, "a missing mount point: one line (%r)" % r.stderr.strip())
+
         # plaintext only when asked: STARTTLS port with tls=none is refused by the
         # server's policy here, but the daemon must not silently downgrade
         expect_failure(dc, "implicit TLS against the STARTTLS port", "TLS",

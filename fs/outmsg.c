@@ -59,7 +59,17 @@ char *outmsg_message_id(const char *data, size_t len)
 				a++;
 			while (b > a && outmsg_blank(data[b - 1]))
 				b--;
-			return strndup(data + a, b - a);
+			if (b - a > 998) /* longer than a header line may be: no usable id */
+				break;
+			/* not strndup: data is not NUL-terminated, and strndup
+			 * may look one byte past b - a for the terminator */
+			char *id = malloc(b - a + 1);
+
+			if (id) {
+				memcpy(id, data + a, b - a);
+				id[b - a] = '\0';
+			}
+			return id;
 		}
 		i = end + 1;
 	}

@@ -63,11 +63,39 @@ static void test_message_id(void **state)
 	check_mid("Subject: Message-ID: <no@z>\n\n", "");
 }
 
+/* The daemon hands over exactly the bytes written, with no NUL after them
+ * (ASan catches a read past the end); a "value" longer than any header
+ * line is no Message-ID. */
+static void test_message_id_unterminated(void **state)
+{
+	static const char text[] = "From: x\nMessage-ID: <end@z>";
+	size_t big = 4000;
+	char *buf = malloc(sizeof(text) - 1), *got;
+
+	(void)state;
+	assert_non_null(buf);
+	memcpy(buf, text, sizeof(text) - 1);
+	got = outmsg_message_id(buf, sizeof(text) - 1);
+	assert_string_equal(got, "<end@z>");
+	free(got);
+	free(buf);
+
+	buf = malloc(12 + big);
+	assert_non_null(buf);
+	memcpy(buf, "Message-ID: ", 12);
+	memset(buf + 12, 'x', big);
+	got = outmsg_message_id(buf, 12 + big);
+	assert_string_equal(got, "");
+	free(got);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crlf),
 		cmocka_unit_test(test_message_id),
+		cmocka_unit_test(test_message_id_unterminated),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

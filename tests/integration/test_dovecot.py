@@ -117,8 +117,15 @@ def main():
             o = other.client()
             typ, data = o.select("INBOX", readonly=True)
             check(int(data[0]) == 0, "the second instance has its own (empty) INBOX")
+        check(c.noop()[0] == "OK", "stopping the second instance leaves the first one's sessions")
 
         dc.stop()
+        try:
+            c.noop()
+            cut = False
+        except (imaplib.IMAP4.abort, OSError):
+            cut = True
+        check(cut, "stop() cuts a connection that was open (its imap process is gone)")
         try:
             socket.create_connection((dc.host, dc.imaps_port), timeout=5).close()
             up = True

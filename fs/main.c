@@ -36,9 +36,9 @@ static void main_strip_line(char *s)
 /* Run cmd with /bin/sh -c; the first line of its stdout is the password. */
 static int main_password_command(const char *cmd, char *buf, size_t size, char *err, size_t errlen)
 {
-	int fds[2], status;
+	int fds[2], status = 0;
 	size_t used = 0;
-	pid_t pid;
+	pid_t pid, w;
 
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		snprintf(err, errlen, "password command: %s", strerror(errno));
@@ -76,8 +76,14 @@ static int main_password_command(const char *cmd, char *buf, size_t size, char *
 	}
 	close(fds[0]);
 	buf[used] = '\0';
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
 		;
+	if (w < 0) {
+		/* e.g. ECHILD with SIGCHLD ignored: no exit status to trust */
+		snprintf(err, errlen, "password command: waitpid: %s", strerror(errno));
+		explicit_bzero(buf, size);
+		return -1;
+	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		explicit_bzero(buf, size);
 		snprintf(err, errlen, "password command failed (%s %d)",

@@ -23,14 +23,15 @@ BINARY = os.path.join(build_dir(), "fs", "imapfs")
 TEMP_DIRS = []
 
 
-def run_imapfs(dc, mnt, port=None, extra=(), password_cmd=None, cafile=None, foreground=True):
+def run_imapfs(dc, mnt, port=None, extra=(), password_cmd=None, cafile=None, foreground=True,
+               preexec_fn=None):
     cmd = [BINARY] + (["-f"] if foreground else []) + [
         "-o", "cafile=%s" % (cafile or dc.cafile),
         "-o", "password_command=%s" % (password_cmd or "cat %s" % dc.password_file),
         "-o", "cache=%s" % os.path.join(os.path.dirname(mnt), "cache.db"),
     ] + list(extra) + ["%s@%s:%d" % (dc.user, dc.host, port or dc.imaps_port), mnt]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=60)
+                          stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=preexec_fn)
 
 
 def expect_failure(dc, what, needle, **kw):
@@ -78,6 +79,10 @@ def main():
                        extra=["-o", "password=secret"])
         expect_failure(dc, "failing password command", "password command",
                        password_cmd="exit 3")
+        # SIGCHLD ignored (inherited): the password command's child is reaped
+        # by the kernel, waitpid() fails with ECHILD and gives no exit status
+        expect_failure(dc, "no exit status of the password command", "waitpid",
+                       preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
         expect_failure(dc, "an unknown FUSE option", "bogus", extra=["-o", "bogus_option=1"])
         r = run_imapfs(dc, os.path.join(tmp_root(), "no-such-dir-%d" % os.getpid()))
         check(r.returncode != 0 and r.stderr.strip().count("\n") == 0

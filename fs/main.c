@@ -92,6 +92,10 @@ static int main_password_command(const char *cmd, char *buf, size_t size, char *
 		return -1;
 	}
 	main_strip_line(buf);
+	if (buf[0] == '\0') {
+		snprintf(err, errlen, "password command printed an empty password");
+		return -1;
+	}
 	return 0;
 }
 
@@ -111,8 +115,8 @@ static int main_password_stdin(char *buf, size_t size, char *err, size_t errlen)
 		buf[used++] = c;
 	}
 	buf[used] = '\0';
-	main_strip_line(buf);
-	if (used == 0) {
+	main_strip_line(buf); /* a lone "\r" is no password either */
+	if (buf[0] == '\0') {
 		snprintf(err, errlen, "no password on standard input");
 		return -1;
 	}

@@ -83,6 +83,10 @@ def main():
         # by the kernel, waitpid() fails with ECHILD and gives no exit status
         expect_failure(dc, "no exit status of the password command", "waitpid",
                        preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        expect_failure(dc, "empty password from the command", "empty password",
+                       password_cmd="echo")
+        expect_failure(dc, "no output from the password command", "empty password",
+                       password_cmd="true")
         expect_failure(dc, "an unknown FUSE option", "bogus", extra=["-o", "bogus_option=1"])
         r = run_imapfs(dc, os.path.join(tmp_root(), "no-such-dir-%d" % os.getpid()))
         check(r.returncode != 0 and r.stderr.strip().count("\n") == 0

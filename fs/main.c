@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,24 +124,61 @@ static int main_password_stdin(char *buf, size_t size, char *err, size_t errlen)
 	return 0;
 }
 
+/* The terminal as it was before the prompt turned echo off, for the signal
+ * handler: a SIGINT (or SIGTERM, SIGHUP, SIGQUIT) while the user types must
+ * not leave the terminal without echo. */
+static struct termios main_tty_saved;
+static const int main_prompt_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+#define MAIN_PROMPT_NSIG (sizeof(main_prompt_signals) / sizeof(main_prompt_signals[0]))
+
+static void main_prompt_signal(int sig)
+{
+	int saved_errno = errno;
+
+	tcsetattr(STDIN_FILENO, TCSANOW, &main_tty_saved); /* async-signal-safe */
+	signal(sig, SIG_DFL);
+	raise(sig); /* delivered when the handler returns: ends the process */
+	errno = saved_errno;
+}
+
 static int main_password_prompt(const char *user, const char *host, char *buf, size_t size,
 				char *err, size_t errlen)
 {
-	struct termios old, noecho;
+	struct sigaction sa, old_sa[MAIN_PROMPT_NSIG];
+	struct termios noecho;
+	size_t i;
 	int r;
 
-	if (tcgetattr(STDIN_FILENO, &old) != 0) {
+	if (tcgetattr(STDIN_FILENO, &main_tty_saved) != 0) {
 		snprintf(err, errlen, "cannot prompt for a password: %s", strerror(errno));
 		return -1;
 	}
-	noecho = old;
+	noecho = main_tty_saved;
 	noecho.c_lflag &= ~(tcflag_t)ECHO;
 	noecho.c_lflag |= ECHONL;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = main_prompt_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < MAIN_PROMPT_NSIG; i++) {
+		sigaction(main_prompt_signals[i], NULL, &old_sa[i]);
+		if (old_sa[i].sa_handler != SIG_IGN) /* e.g. nohup: stays ignored */
+			sigaction(main_prompt_signals[i], &sa, NULL);
+	}
 	fprintf(stderr, "Password for %s@%s: ", user, host);
 	fflush(stderr);
-	tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
+	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho) != 0) {
+		snprintf(err, errlen, "cannot turn off echo for the password: %s", strerror(errno));
+		r = -1;
+		goto out_signals;
+	}
 	r = main_password_stdin(buf, size, err, errlen);
-	tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &main_tty_saved) != 0) {
+		snprintf(err, errlen, "cannot turn echo back on: %s", strerror(errno));
+		r = -1;
+	}
+out_signals:
+	for (i = 0; i < MAIN_PROMPT_NSIG; i++)
+		sigaction(main_prompt_signals[i], &old_sa[i], NULL);
 	return r;
 }
 

@@ -3,17 +3,20 @@
 certificate from an untrusted CA, an unreachable port and a password on
 the command line each give a non-zero exit and a one-line reason on stderr,
 with nothing left mounted (in the foreground and when going to the
-background). STARTTLS mounts. SIGTERM and fusermount3 -u unmount cleanly.
+background). SIGINT at the terminal prompt leaves echo on. STARTTLS mounts. SIGTERM and fusermount3 -u unmount cleanly.
 -o ro makes files 0444 and refuses changes with EROFS."""
 
 import errno
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import termios
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Dovecot, Imapfs, build_dir, check, is_mounted, tmp_root  # noqa: E402
@@ -60,6 +63,41 @@ def make_other_ca(d):
     return pem
 
 
+def check_prompt_interrupted(dc):
+    """SIGINT at the terminal password prompt (echo off): the daemon dies of
+    the signal and leaves the terminal with echo on again."""
+    d = tempfile.mkdtemp(prefix="prompt.", dir=tmp_root())
+    TEMP_DIRS.append(d)
+    mnt = os.path.join(d, "mnt")
+    os.mkdir(mnt)
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(BINARY, [BINARY, "-f", "-o", "cafile=%s" % dc.cafile,
+                              "-o", "cache=%s" % os.path.join(d, "cache.db"),
+                              "%s@%s:%d" % (dc.user, dc.host, dc.imaps_port), mnt])
+        finally:
+            os._exit(127)
+    out = b""
+    try:
+        while b"Password for" not in out:
+            ready, _, _ = select.select([fd], [], [], 30)
+            if not ready:
+                check(False, "the terminal prompt appears (got %r)" % out)
+            out += os.read(fd, 1024)
+        wait_for("the prompt turns echo off",
+                 lambda: not termios.tcgetattr(fd)[3] & termios.ECHO)
+        os.kill(pid, signal.SIGINT)
+        _, status = os.waitpid(pid, 0)
+        check(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT,
+              "SIGINT at the prompt ends the daemon (status %#x)" % status)
+        check(termios.tcgetattr(fd)[3] & termios.ECHO,
+              "SIGINT at the prompt leaves the terminal with echo on")
+        check(not is_mounted(mnt), "SIGINT at the prompt: nothing mounted")
+    finally:
+        os.close(fd)
+
+
 def main():
     with Dovecot() as dc:
         c = dc.client()
@@ -87,6 +125,7 @@ def main():
                        password_cmd="echo")
         expect_failure(dc, "no output from the password command", "empty password",
                        password_cmd="true")
+        check_prompt_interrupted(dc)
         expect_failure(dc, "an unknown FUSE option", "bogus", extra=["-o", "bogus_option=1"])
         r = run_imapfs(dc, os.path.join(tmp_root(), "no-such-dir-%d" % os.getpid()))
         check(r.returncode != 0 and r.stderr.strip().count("\n") == 0

@@ -340,19 +340,39 @@ static char *options_default_user(void)
 	return pw ? strdup(pw->pw_name) : NULL;
 }
 
+/* USER@HOST.db as one file name: a '/' in either part (or a leading '.')
+ * would put the cache outside imapfs/ or hide it, so they become '_'. */
+static char *options_cache_name(const char *user, const char *host)
+{
+	char *name = NULL, *p;
+
+	if (asprintf(&name, "%s@%s.db", user, host) < 0)
+		return NULL;
+	for (p = name; *p; p++)
+		if (*p == '/')
+			*p = '_';
+	if (name[0] == '.')
+		name[0] = '_';
+	return name;
+}
+
 static char *options_default_cache(const char *user, const char *host)
 {
 	const char *xdg = getenv("XDG_CACHE_HOME");
 	const char *home = getenv("HOME");
-	char *path = NULL;
+	char *name, *path = NULL;
 	int r;
 
-	if (xdg && xdg[0] == '/')
-		r = asprintf(&path, "%s/imapfs/%s@%s.db", xdg, user, host);
-	else if (home && *home)
-		r = asprintf(&path, "%s/.cache/imapfs/%s@%s.db", home, user, host);
-	else
+	if (!(xdg && xdg[0] == '/') && !(home && *home))
 		return NULL;
+	name = options_cache_name(user, host);
+	if (!name)
+		return NULL;
+	if (xdg && xdg[0] == '/')
+		r = asprintf(&path, "%s/imapfs/%s", xdg, name);
+	else
+		r = asprintf(&path, "%s/.cache/imapfs/%s", home, name);
+	free(name);
 	return r < 0 ? NULL : path;
 }
 

@@ -112,6 +112,32 @@ static void test_full(void **state)
 	unsetenv("XDG_CACHE_HOME");
 }
 
+/* the default cache file stays in imapfs/: no '/' from USER or HOST, no
+ * leading '.' */
+static void test_cache_name(void **state)
+{
+	struct fs_options o;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(PARSE(&o, err, "-o", "user=../../x", "h", "/mnt/m"), 0);
+	assert_string_equal(o.user, "../../x");
+	assert_string_equal(o.cache_path, "/home/localuser/.cache/imapfs/_._.._x@h.db");
+	options_free(&o);
+	assert_int_equal(PARSE(&o, err, "a/b@h", "/mnt/m"), 0);
+	assert_string_equal(o.cache_path, "/home/localuser/.cache/imapfs/a_b@h.db");
+	options_free(&o);
+	setenv("XDG_CACHE_HOME", "/xdg", 1);
+	assert_int_equal(PARSE(&o, err, "-o", "user=.hidden", "h", "/mnt/m"), 0);
+	assert_string_equal(o.cache_path, "/xdg/imapfs/_hidden@h.db");
+	options_free(&o);
+	/* an explicit cache= is the user's own choice: untouched */
+	assert_int_equal(PARSE(&o, err, "-o", "cache=../c.db", "a/b@h", "/mnt/m"), 0);
+	assert_string_equal(o.cache_path, "../c.db");
+	options_free(&o);
+	unsetenv("XDG_CACHE_HOME");
+}
+
 static void test_ports(void **state)
 {
 	struct fs_options o;
@@ -222,6 +248,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_minimal, setup_env),
 		cmocka_unit_test_setup(test_full, setup_env),
+		cmocka_unit_test_setup(test_cache_name, setup_env),
 		cmocka_unit_test_setup(test_ports, setup_env),
 		cmocka_unit_test_setup(test_errors, setup_env),
 		cmocka_unit_test_setup(test_help_version, setup_env),

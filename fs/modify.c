@@ -27,6 +27,7 @@
 #include "imapfs/log.h"
 #include "imapfs/mutf7.h"
 #include "names_i.h"
+#include "sat_i.h"
 
 #define XATTR_FLAGS "user.imap.flags"
 
@@ -111,7 +112,7 @@ static void modify_listing_changed_locked(struct fs_dir *dir)
 
 	for (size_t i = 0; i < dir->nmsgs; i++) {
 		dir->msgs[i].bytes_before = bytes;
-		bytes += dir->msgs[i].size;
+		bytes = sat_add_u64(bytes, dir->msgs[i].size);
 	}
 	__atomic_store_n(&dir->mtime, time(NULL), __ATOMIC_RELAXED);
 	dir->have_last = false;

@@ -31,6 +31,7 @@
 #include "imapfs/log.h"
 #include "imapfs/mutf7.h"
 #include "names_i.h"
+#include "sat_i.h"
 
 #define PREFETCH_START (64 * 1024)         /* first look-ahead, bytes */
 #define PREFETCH_MAX (4 * 1024 * 1024)     /* largest look-ahead */
@@ -160,7 +161,7 @@ bool sync_name_order_locked(struct fs_dir *dir, bool force)
 		order[i] = tmp[i].index;
 		pos[tmp[i].index] = (uint32_t)i;
 		bytes[i] = sum;
-		sum += dir->msgs[tmp[i].index].size;
+		sum = sat_add_u64(sum, dir->msgs[tmp[i].index].size);
 	}
 	free(tmp);
 	free(dir->name_order);
@@ -418,7 +419,7 @@ static int sync_mirror_cb(void *arg, const struct cache_message *msg)
 	m->msgs[m->n].size = msg->size;
 	m->msgs[m->n].internaldate = msg->internaldate;
 	m->msgs[m->n].bytes_before = m->bytes;
-	m->bytes += msg->size;
+	m->bytes = sat_add_u64(m->bytes, msg->size);
 	m->n++;
 	return 0;
 }
@@ -1156,7 +1157,7 @@ static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 		dir->frontier = idx + 1;
 	if (dir->frontier >= dir->name_for_n)
 		return;
-	end_idx = dir->name_bytes[idx] + dir->msgs[dir->name_order[idx]].size;
+	end_idx = sat_add_u64(dir->name_bytes[idx], dir->msgs[dir->name_order[idx]].size);
 	ahead = dir->name_bytes[dir->frontier] - end_idx;
 	if (dir->window == 0)
 		dir->window = PREFETCH_START;

@@ -34,6 +34,9 @@ def test_write_into_existing_message(dc):
         with mount(dc) as m:
             p = msg_path(m, "Fest", uid)
             need(wait_listed(os.path.dirname(p), [os.path.basename(p)]), "set-up: %s is listed" % p)
+            # read it first: a mount that answered a read-only OPEN with ENOSYS
+            # would get no OPEN for the writes below and could not refuse them
+            ok(read_file(p) == want, "set-up: the message reads back before the write attempts")
             expect_errno(errno.EPERM, "open(r+b) of an existing message", open, p, "r+b")
             expect_errno(errno.EPERM, "open(ab) of an existing message", open, p, "ab")
             expect_errno(errno.EPERM, "open(wb) (O_TRUNC) of an existing message", open, p, "wb")

@@ -35,21 +35,14 @@ struct cache_body_writer {
 static int cache_message_exists(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid)
 {
 	sqlite3_stmt *st = cache_stmt(cn, ST_MSG_EXISTS);
-	int rc, ret;
+	int ret;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, uid);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		ret = 1;
-	else if (rc == SQLITE_DONE)
-		ret = 0;
-	else
-		ret = cache_sqlite_error(cn, rc, "looking up a message");
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	ret = cache_stmt_row(cn, st, "looking up a message");
+	cache_stmt_done(st);
 	return ret;
 }
 
@@ -71,11 +64,7 @@ static int cache_body_delete_id(struct cache_conn *cn, int64_t id)
 	ret = cache_stmt_run(cn, st, "deleting body chunks");
 	if (ret)
 		return ret;
-	st = cache_stmt(cn, ST_BODY_DELETE_ID);
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, id);
-	return cache_stmt_run(cn, st, "deleting a body");
+	return cache_stmt_run_key(cn, ST_BODY_DELETE_ID, id, "deleting a body");
 }
 
 /* Inside a write transaction: delete the bodies (complete or being
@@ -254,12 +243,9 @@ int cache_evict_locked(struct cache_conn *cn)
 
 int cache_evict(struct cache *c)
 {
-	struct cache_conn *cn = cache_conn_get(c);
-	int ret;
+	struct cache_conn *cn;
+	int ret = cache_txn_open(c, &cn);
 
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
 	if (ret)
 		return ret;
 	return cache_txn_end(cn, cache_evict_protect(cn, 0));
@@ -356,13 +342,7 @@ static int cache_body_flush(struct cache_body_writer *w)
 			w->body_id = sqlite3_last_insert_rowid(cn->db);
 	} else {
 		/* Still there? An expunge or a UIDVALIDITY change drops it. */
-		st = cache_stmt(cn, ST_BODY_CHECK);
-		if (!st) {
-			ret = -EIO;
-			goto out_end;
-		}
-		sqlite3_bind_int64(st, 1, w->body_id);
-		ret = cache_stmt_run(cn, st, "storing a body");
+		ret = cache_stmt_run_key(cn, ST_BODY_CHECK, w->body_id, "storing a body");
 		if (ret == 0 && sqlite3_changes(cn->db) == 0)
 			ret = -ENOENT;
 	}
@@ -439,7 +419,7 @@ int cache_body_commit(struct cache_body_writer *w)
 	sqlite3_stmt *st;
 	uint32_t uidvalidity = 0;
 	int64_t old_id = 0, old_size = 0, had_id;
-	int rc, ret;
+	int ret;
 
 	if (!w)
 		return -EINVAL;
@@ -478,15 +458,13 @@ int cache_body_commit(struct cache_body_writer *w)
 	}
 	sqlite3_bind_int64(st, 1, w->mailbox_id);
 	sqlite3_bind_int64(st, 2, w->uid);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	ret = cache_stmt_row(cn, st, "storing a body");
+	if (ret > 0) {
 		old_id = sqlite3_column_int64(st, 0);
 		old_size = sqlite3_column_int64(st, 1);
-	} else if (rc != SQLITE_DONE) {
-		ret = cache_sqlite_error(cn, rc, "storing a body");
+		ret = 0;
 	}
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	cache_stmt_done(st);
 	if (ret == 0 && old_id) {
 		ret = cache_body_delete_id(cn, old_id);
 		d->bodies--;
@@ -628,8 +606,7 @@ bool cache_body_has(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t 
 {
 	struct cache_conn *cn = cache_conn_get(c);
 	sqlite3_stmt *st;
-	bool found = false;
-	int rc;
+	bool found;
 
 	if (!cn)
 		return false;
@@ -638,26 +615,18 @@ bool cache_body_has(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t 
 		return false;
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, uid);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		found = true;
-		if (size_out)
-			*size_out = (uint64_t)sqlite3_column_int64(st, 1);
-	} else if (rc != SQLITE_DONE) {
-		cache_sqlite_error(cn, rc, "finding a body");
-	}
+	found = cache_stmt_row(cn, st, "finding a body") > 0;
+	if (found && size_out)
+		*size_out = (uint64_t)sqlite3_column_int64(st, 1);
 	cache_stmt_put(cn, ST_BODY_FIND, st);
 	return found;
 }
 
 int cache_body_delete(struct cache *c, int64_t mailbox_id, uint32_t uid)
 {
-	struct cache_conn *cn = cache_conn_get(c);
-	int ret;
+	struct cache_conn *cn;
+	int ret = cache_txn_open(c, &cn);
 
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
 	if (ret)
 		return ret;
 	ret = cache_bodies_delete_range(cn, mailbox_id, uid, uid);

@@ -169,9 +169,23 @@ int cache_sqlite_error(struct cache_conn *cn, int rc, const char *what);
 /* Step a statement that returns no row (or whose row is ignored) and reset. */
 int cache_stmt_run(struct cache_conn *cn, sqlite3_stmt *st, const char *what);
 
+/* Get statement id, bind key to ?1, then as cache_stmt_run; -EIO if the
+ * statement cannot be prepared. */
+int cache_stmt_run_key(struct cache_conn *cn, enum cache_stmt_id id, int64_t key,
+		       const char *what);
+/* Step a statement that gives at most one row: 1 with the statement on
+ * that row, 0 if there is none, or -errno (logged). It does not reset:
+ * read the row, then call cache_stmt_done in every case. */
+int cache_stmt_row(struct cache_conn *cn, sqlite3_stmt *st, const char *what);
+/* Reset the statement and clear its bindings. */
+void cache_stmt_done(sqlite3_stmt *st);
+
 /* Write transactions: nest with savepoints. cache_txn_end commits when rc
  * is 0 and rolls back otherwise; it returns the final result. */
 int cache_txn_begin(struct cache_conn *cn);
+/* The calling thread's connection (in *cn_out, NULL on failure) with a
+ * write transaction begun: 0, or -errno and no transaction. */
+int cache_txn_open(struct cache *c, struct cache_conn **cn_out);
 int cache_txn_end(struct cache_conn *cn, int rc);
 struct cache_delta *cache_txn_delta(struct cache_conn *cn);
 
@@ -181,6 +195,11 @@ const char *cache_conn_strdup(struct cache_conn *cn, int slot, const char *s);
 /* mailbox.c, inside a write transaction: -ENOENT if there is no such
  * mailbox, else 0 and its UIDVALIDITY (out may be NULL). */
 int cache_mailbox_check_locked(struct cache_conn *cn, int64_t id, uint32_t *uidvalidity_out);
+
+/* message.c, inside a write transaction: drop the messages and bodies of
+ * UIDs lo..hi; what names the step in the log. 0 or -errno. */
+int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,
+				uint32_t hi, const char *what);
 
 /* body.c, inside a write transaction */
 int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,

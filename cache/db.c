@@ -242,6 +242,34 @@ static int cache_stmt_exec_id(struct cache_conn *cn, enum cache_stmt_id id, cons
 	return cache_stmt_run(cn, st, what);
 }
 
+int cache_stmt_run_key(struct cache_conn *cn, enum cache_stmt_id id, int64_t key,
+		       const char *what)
+{
+	sqlite3_stmt *st = cache_stmt(cn, id);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, key);
+	return cache_stmt_run(cn, st, what);
+}
+
+int cache_stmt_row(struct cache_conn *cn, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return cache_sqlite_error(cn, rc, what);
+}
+
+void cache_stmt_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
 const char *cache_conn_strdup(struct cache_conn *cn, int slot, const char *s)
 {
 	size_t len;
@@ -456,6 +484,16 @@ int cache_txn_end(struct cache_conn *cn, int rc)
 	cn->group_rc = 0;
 	pthread_mutex_unlock(&c->write_lock);
 	return rc;
+}
+
+int cache_txn_open(struct cache *c, struct cache_conn **cn_out)
+{
+	struct cache_conn *cn = cache_conn_get(c);
+
+	*cn_out = cn;
+	if (!cn)
+		return -EIO;
+	return cache_txn_begin(cn);
 }
 
 int cache_write_begin(struct cache *c)

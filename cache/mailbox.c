@@ -35,10 +35,7 @@ int cache_mailbox_put(struct cache *c, const struct cache_mailbox *mb, int64_t *
 
 	if (!mb || !mb->name || !mb->server_name)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
+	ret = cache_txn_open(c, &cn);
 	if (ret)
 		return ret;
 	st = cache_stmt(cn, ST_MB_UPSERT);
@@ -73,7 +70,7 @@ static int cache_mailbox_lookup(struct cache *c, enum cache_stmt_id id, int64_t 
 {
 	struct cache_conn *cn;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!out || (id != ST_MB_BY_ID && !key))
 		return -EINVAL;
@@ -87,20 +84,16 @@ static int cache_mailbox_lookup(struct cache *c, enum cache_stmt_id id, int64_t 
 		sqlite3_bind_int64(st, 1, key_id);
 	else
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	ret = cache_stmt_row(cn, st, "looking up a mailbox");
+	if (ret > 0) {
 		cache_mailbox_from_row(st, out);
 		out->name = cache_conn_strdup(cn, 0, out->name);
 		out->server_name = cache_conn_strdup(cn, 1, out->server_name);
-		if (!out->name || !out->server_name)
-			ret = -ENOMEM;
-	} else if (rc == SQLITE_DONE) {
+		ret = !out->name || !out->server_name ? -ENOMEM : 0;
+	} else if (ret == 0) {
 		ret = -ENOENT;
-	} else {
-		ret = cache_sqlite_error(cn, rc, "looking up a mailbox");
 	}
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	cache_stmt_done(st);
 	return ret;
 }
 
@@ -151,20 +144,19 @@ int cache_mailbox_list(struct cache *c, cache_mailbox_cb cb, void *ctx)
 static int cache_mailbox_uidvalidity(struct cache_conn *cn, int64_t id, uint32_t *out)
 {
 	sqlite3_stmt *st = cache_stmt(cn, ST_MB_UIDVALIDITY);
-	int rc, ret = 0;
+	int ret;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
+	ret = cache_stmt_row(cn, st, "reading a mailbox");
+	if (ret > 0) {
 		*out = (uint32_t)sqlite3_column_int64(st, 0);
-	else if (rc == SQLITE_DONE)
+		ret = 0;
+	} else if (ret == 0) {
 		ret = -ENOENT;
-	else
-		ret = cache_sqlite_error(cn, rc, "reading a mailbox");
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	}
+	cache_stmt_done(st);
 	return ret;
 }
 
@@ -181,32 +173,18 @@ int cache_mailbox_check_locked(struct cache_conn *cn, int64_t id, uint32_t *uidv
 /* Inside a write transaction: drop all messages and bodies of a mailbox. */
 static int cache_mailbox_empty(struct cache_conn *cn, int64_t id)
 {
-	sqlite3_stmt *st;
-	int ret;
-
-	ret = cache_bodies_delete_range(cn, id, 0, UINT32_MAX);
-	if (ret < 0)
-		return ret;
-	st = cache_stmt(cn, ST_MSG_DELETE_RANGE);
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_int64(st, 2, 0);
-	sqlite3_bind_int64(st, 3, UINT32_MAX);
-	return cache_stmt_run(cn, st, "dropping messages");
+	return cache_messages_delete_range(cn, id, 0, UINT32_MAX, "dropping messages");
 }
 
 int cache_mailbox_set_state(struct cache *c, int64_t id, uint32_t uidvalidity, uint32_t uidnext,
 			    uint64_t highestmodseq, int64_t synced_at)
 {
-	struct cache_conn *cn = cache_conn_get(c);
+	struct cache_conn *cn;
 	sqlite3_stmt *st;
 	uint32_t old = 0;
 	int ret;
 
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
+	ret = cache_txn_open(c, &cn);
 	if (ret)
 		return ret;
 	ret = cache_mailbox_uidvalidity(cn, id, &old);
@@ -242,10 +220,7 @@ int cache_mailbox_rename(struct cache *c, int64_t id, const char *name, const ch
 
 	if (!name || !server_name)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
+	ret = cache_txn_open(c, &cn);
 	if (ret)
 		return ret;
 	st = cache_stmt(cn, ST_MB_RENAME);
@@ -265,27 +240,16 @@ out_end:
 
 int cache_mailbox_delete(struct cache *c, int64_t id)
 {
-	struct cache_conn *cn = cache_conn_get(c);
-	sqlite3_stmt *st;
+	struct cache_conn *cn;
 	int ret;
 
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
+	ret = cache_txn_open(c, &cn);
 	if (ret)
 		return ret;
 	ret = cache_mailbox_empty(cn, id);
-	if (ret)
-		goto out_end;
-	st = cache_stmt(cn, ST_MB_DELETE);
-	if (!st) {
-		ret = -EIO;
-		goto out_end;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	ret = cache_stmt_run(cn, st, "deleting a mailbox");
+	if (ret == 0)
+		ret = cache_stmt_run_key(cn, ST_MB_DELETE, id, "deleting a mailbox");
 	if (ret == 0 && sqlite3_changes(cn->db) == 0)
 		ret = -ENOENT;
-out_end:
 	return cache_txn_end(cn, ret);
 }

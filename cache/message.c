@@ -26,7 +26,7 @@ int cache_message_get(struct cache *c, int64_t mailbox_id, uint32_t uid, struct 
 {
 	struct cache_conn *cn;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!out)
 		return -EINVAL;
@@ -38,18 +38,15 @@ int cache_message_get(struct cache *c, int64_t mailbox_id, uint32_t uid, struct 
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, uid);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	ret = cache_stmt_row(cn, st, "looking up a message");
+	if (ret > 0) {
 		cache_message_from_row(st, out);
 		out->flags = cache_conn_strdup(cn, 0, out->flags);
-		if (!out->flags)
-			ret = -ENOMEM;
-	} else if (rc == SQLITE_DONE) {
+		ret = out->flags ? 0 : -ENOMEM;
+	} else if (ret == 0) {
 		ret = -ENOENT;
-	} else {
-		ret = cache_sqlite_error(cn, rc, "looking up a message");
 	}
-	sqlite3_reset(st);
+	cache_stmt_done(st);
 	return ret;
 }
 
@@ -86,7 +83,7 @@ int cache_message_count(struct cache *c, int64_t mailbox_id, uint64_t *count_out
 {
 	struct cache_conn *cn = cache_conn_get(c);
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!cn)
 		return -EIO;
@@ -94,16 +91,15 @@ int cache_message_count(struct cache *c, int64_t mailbox_id, uint64_t *count_out
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	ret = cache_stmt_row(cn, st, "counting messages");
+	if (ret > 0) {
 		if (count_out)
 			*count_out = (uint64_t)sqlite3_column_int64(st, 0);
 		if (max_uid_out)
 			*max_uid_out = (uint32_t)sqlite3_column_int64(st, 1);
-	} else {
-		ret = cache_sqlite_error(cn, rc, "counting messages");
+		ret = 0;
 	}
-	sqlite3_reset(st);
+	cache_stmt_done(st);
 	return ret;
 }
 
@@ -271,8 +267,8 @@ int cache_batch_retain(struct cache_batch *b, const uint32_t *uids, size_t count
 	return 0;
 }
 
-static int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,
-				       uint32_t hi)
+int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,
+				uint32_t hi, const char *what)
 {
 	sqlite3_stmt *st;
 	int ret = cache_bodies_delete_range(cn, mailbox_id, lo, hi);
@@ -285,7 +281,7 @@ static int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, lo);
 	sqlite3_bind_int64(st, 3, hi);
-	return cache_stmt_run(cn, st, "expunging messages");
+	return cache_stmt_run(cn, st, what);
 }
 
 /* Delete every message and body of the mailbox whose UID is not in op. */
@@ -326,7 +322,8 @@ static int cache_batch_apply_retain(struct cache_conn *cn, int64_t mailbox_id,
 	for (i = 0; !ret && i < gone_count; i = k) {
 		for (k = i + 1; k < gone_count && gone[k] == gone[k - 1] + 1; k++)
 			;
-		ret = cache_messages_delete_range(cn, mailbox_id, gone[i], gone[k - 1]);
+		ret = cache_messages_delete_range(cn, mailbox_id, gone[i], gone[k - 1],
+						  "expunging messages");
 	}
 	free(gone);
 	return ret;
@@ -369,7 +366,8 @@ static int cache_batch_apply(struct cache_conn *cn, struct cache_batch *b)
 				ret = cache_sqlite_error(cn, rc, "storing flags");
 			break;
 		case BATCH_EXPUNGE:
-			ret = cache_messages_delete_range(cn, b->mailbox_id, op->uid, op->uid_hi);
+			ret = cache_messages_delete_range(cn, b->mailbox_id, op->uid, op->uid_hi,
+							  "expunging messages");
 			break;
 		case BATCH_RETAIN:
 			ret = cache_batch_apply_retain(cn, b->mailbox_id, op);
@@ -390,12 +388,7 @@ int cache_batch_commit(struct cache_batch *b)
 
 	if (!b)
 		return -EINVAL;
-	cn = cache_conn_get(b->cache);
-	if (!cn) {
-		ret = -EIO;
-		goto out_free;
-	}
-	ret = cache_txn_begin(cn);
+	ret = cache_txn_open(b->cache, &cn);
 	if (ret)
 		goto out_free;
 	ret = cache_mailbox_check_locked(cn, b->mailbox_id, NULL);

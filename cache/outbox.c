@@ -105,7 +105,7 @@ int cache_outbox_get_data(struct cache *c, int64_t id, void **data_out, size_t *
 {
 	struct cache_conn *cn;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!data_out || !len_out)
 		return -EINVAL;
@@ -116,12 +116,13 @@ int cache_outbox_get_data(struct cache *c, int64_t id, void **data_out, size_t *
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	ret = cache_stmt_row(cn, st, "reading an outbox message");
+	if (ret > 0) {
 		const void *p = sqlite3_column_blob(st, 0);
 		size_t len = (size_t)sqlite3_column_bytes(st, 0);
 		void *copy = malloc(len ? len : 1);
 
+		ret = 0;
 		if (!copy) {
 			ret = -ENOMEM;
 		} else {
@@ -130,36 +131,23 @@ int cache_outbox_get_data(struct cache *c, int64_t id, void **data_out, size_t *
 			*data_out = copy;
 			*len_out = len;
 		}
-	} else if (rc == SQLITE_DONE) {
+	} else if (ret == 0) {
 		ret = -ENOENT;
-	} else {
-		ret = cache_sqlite_error(cn, rc, "reading an outbox message");
 	}
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	cache_stmt_done(st);
 	return ret;
 }
 
 int cache_outbox_delete(struct cache *c, int64_t id)
 {
-	struct cache_conn *cn = cache_conn_get(c);
-	sqlite3_stmt *st;
+	struct cache_conn *cn;
 	int ret;
 
-	if (!cn)
-		return -EIO;
-	ret = cache_txn_begin(cn);
+	ret = cache_txn_open(c, &cn);
 	if (ret)
 		return ret;
-	st = cache_stmt(cn, ST_OB_DELETE);
-	if (!st) {
-		ret = -EIO;
-		goto out_end;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	ret = cache_stmt_run(cn, st, "deleting an outbox message");
+	ret = cache_stmt_run_key(cn, ST_OB_DELETE, id, "deleting an outbox message");
 	if (ret == 0 && sqlite3_changes(cn->db) == 0)
 		ret = -ENOENT;
-out_end:
 	return cache_txn_end(cn, ret);
 }

@@ -76,14 +76,14 @@ int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_
 	sqlite3_stmt *st = cache_stmt(cn, ST_BODY_RANGE);
 	int64_t *ids = NULL, *p;
 	size_t count = 0, size = 0, i;
-	int rc, ret = 0, complete = 0;
+	int ret, complete = 0;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, lo);
 	sqlite3_bind_int64(st, 3, hi);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((ret = cache_stmt_row(cn, st, "finding bodies")) > 0) {
 		if (count == size) {
 			size = size ? size * 2 : 16;
 			p = realloc(ids, size * sizeof(*ids));
@@ -100,10 +100,7 @@ int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_
 			complete++;
 		}
 	}
-	if (!ret && rc != SQLITE_DONE)
-		ret = cache_sqlite_error(cn, rc, "finding bodies");
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	cache_stmt_done(st);
 	for (i = 0; !ret && i < count; i++)
 		ret = cache_body_delete_id(cn, ids[i]);
 	free(ids);
@@ -294,6 +291,27 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	return 0;
 }
 
+/* Inside a write transaction: create the writer's body row and note its
+ * id; complete at once (read now), or invisible until cache_body_commit. */
+static int cache_body_insert_row(struct cache_body_writer *w, bool complete)
+{
+	struct cache_conn *cn = w->conn;
+	sqlite3_stmt *st = cache_stmt(cn, complete ? ST_BODY_INSERT_COMPLETE : ST_BODY_INSERT);
+	int ret;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, w->mailbox_id);
+	sqlite3_bind_int64(st, 2, w->uid);
+	sqlite3_bind_int64(st, 3, (int64_t)w->expected);
+	if (complete)
+		sqlite3_bind_int64(st, 4, (int64_t)cache_clock_tick(w->cache));
+	ret = cache_stmt_run(cn, st, "storing a body");
+	if (ret == 0)
+		w->body_id = sqlite3_last_insert_rowid(cn->db);
+	return ret;
+}
+
 /* Inside a write transaction: store the buffer as the next chunk. */
 static int cache_body_insert_chunk(struct cache_body_writer *w)
 {
@@ -322,24 +340,13 @@ static int cache_body_flush(struct cache_body_writer *w)
 {
 	struct cache_conn *cn = w->conn;
 	int64_t had_id = w->body_id;
-	sqlite3_stmt *st;
 	int ret;
 
 	ret = cache_txn_begin(cn);
 	if (ret)
 		return ret;
 	if (w->body_id == 0) {
-		st = cache_stmt(cn, ST_BODY_INSERT);
-		if (!st) {
-			ret = -EIO;
-			goto out_end;
-		}
-		sqlite3_bind_int64(st, 1, w->mailbox_id);
-		sqlite3_bind_int64(st, 2, w->uid);
-		sqlite3_bind_int64(st, 3, (int64_t)w->expected);
-		ret = cache_stmt_run(cn, st, "storing a body");
-		if (ret == 0)
-			w->body_id = sqlite3_last_insert_rowid(cn->db);
+		ret = cache_body_insert_row(w, false);
 	} else {
 		/* Still there? An expunge or a UIDVALIDITY change drops it. */
 		ret = cache_stmt_run_key(cn, ST_BODY_CHECK, w->body_id, "storing a body");
@@ -348,7 +355,6 @@ static int cache_body_flush(struct cache_body_writer *w)
 	}
 	if (ret == 0)
 		ret = cache_body_insert_chunk(w);
-out_end:
 	ret = cache_txn_end(cn, ret);
 	/* An id from a rolled back insert may be handed out again: forget it. */
 	if (ret && !had_id)
@@ -475,18 +481,7 @@ int cache_body_commit(struct cache_body_writer *w)
 
 	if (w->body_id == 0) {
 		/* All of it is in the buffer: one row, complete at once. */
-		st = cache_stmt(cn, ST_BODY_INSERT_COMPLETE);
-		if (!st) {
-			ret = -EIO;
-			goto out_end;
-		}
-		sqlite3_bind_int64(st, 1, w->mailbox_id);
-		sqlite3_bind_int64(st, 2, w->uid);
-		sqlite3_bind_int64(st, 3, (int64_t)w->expected);
-		sqlite3_bind_int64(st, 4, (int64_t)cache_clock_tick(w->cache));
-		ret = cache_stmt_run(cn, st, "storing a body");
-		if (ret == 0)
-			w->body_id = sqlite3_last_insert_rowid(cn->db);
+		ret = cache_body_insert_row(w, true);
 		if (ret == 0)
 			ret = cache_body_insert_chunk(w);
 	} else {
@@ -546,12 +541,9 @@ int cache_body_read(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t 
 		return -EINVAL;
 	if (read_out)
 		*read_out = 0;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
 	/* The statement stays active until the end: one read snapshot for the
 	 * lookup and the chunks. */
-	st = cache_stmt_take(cn, ST_BODY_FIND);
+	st = cache_conn_stmt(c, ST_BODY_FIND, true, &cn);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
@@ -604,13 +596,11 @@ out_put:
 
 bool cache_body_has(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t *size_out)
 {
-	struct cache_conn *cn = cache_conn_get(c);
+	struct cache_conn *cn;
 	sqlite3_stmt *st;
 	bool found;
 
-	if (!cn)
-		return false;
-	st = cache_stmt_take(cn, ST_BODY_FIND);
+	st = cache_conn_stmt(c, ST_BODY_FIND, true, &cn);
 	if (!st)
 		return false;
 	sqlite3_bind_int64(st, 1, mailbox_id);

@@ -164,6 +164,11 @@ sqlite3_stmt *cache_stmt(struct cache_conn *cn, enum cache_stmt_id id);
  * returns a fresh copy if it already is. Give it back with cache_stmt_put. */
 sqlite3_stmt *cache_stmt_take(struct cache_conn *cn, enum cache_stmt_id id);
 void cache_stmt_put(struct cache_conn *cn, enum cache_stmt_id id, sqlite3_stmt *st);
+/* The calling thread's connection (in *cn_out, NULL on failure) and its
+ * statement id: as cache_stmt_take when walk (give it back with
+ * cache_stmt_put), else as cache_stmt. NULL on failure. */
+sqlite3_stmt *cache_conn_stmt(struct cache *c, enum cache_stmt_id id, bool walk,
+			      struct cache_conn **cn_out);
 /* Map an SQLite result code to -errno, logging what failed. */
 int cache_sqlite_error(struct cache_conn *cn, int rc, const char *what);
 /* Step a statement that returns no row (or whose row is ignored) and reset. */
@@ -171,11 +176,10 @@ int cache_stmt_run(struct cache_conn *cn, sqlite3_stmt *st, const char *what);
 
 /* Get statement id, bind key to ?1, then as cache_stmt_run; -EIO if the
  * statement cannot be prepared. */
-int cache_stmt_run_key(struct cache_conn *cn, enum cache_stmt_id id, int64_t key,
-		       const char *what);
-/* Step a statement that gives at most one row: 1 with the statement on
- * that row, 0 if there is none, or -errno (logged). It does not reset:
- * read the row, then call cache_stmt_done in every case. */
+int cache_stmt_run_key(struct cache_conn *cn, enum cache_stmt_id id, int64_t key, const char *what);
+/* Step a query: 1 with the statement on the next row, 0 when there are no
+ * more, or -errno (logged). It does not reset: read the row, and when done
+ * call cache_stmt_done (or cache_stmt_put for a taken statement). */
 int cache_stmt_row(struct cache_conn *cn, sqlite3_stmt *st, const char *what);
 /* Reset the statement and clear its bindings. */
 void cache_stmt_done(sqlite3_stmt *st);
@@ -198,8 +202,8 @@ int cache_mailbox_check_locked(struct cache_conn *cn, int64_t id, uint32_t *uidv
 
 /* message.c, inside a write transaction: drop the messages and bodies of
  * UIDs lo..hi; what names the step in the log. 0 or -errno. */
-int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,
-				uint32_t hi, const char *what);
+int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+				const char *what);
 
 /* body.c, inside a write transaction */
 int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,

@@ -242,8 +242,18 @@ static int cache_stmt_exec_id(struct cache_conn *cn, enum cache_stmt_id id, cons
 	return cache_stmt_run(cn, st, what);
 }
 
-int cache_stmt_run_key(struct cache_conn *cn, enum cache_stmt_id id, int64_t key,
-		       const char *what)
+sqlite3_stmt *cache_conn_stmt(struct cache *c, enum cache_stmt_id id, bool walk,
+			      struct cache_conn **cn_out)
+{
+	struct cache_conn *cn = cache_conn_get(c);
+
+	*cn_out = cn;
+	if (!cn)
+		return NULL;
+	return walk ? cache_stmt_take(cn, id) : cache_stmt(cn, id);
+}
+
+int cache_stmt_run_key(struct cache_conn *cn, enum cache_stmt_id id, int64_t key, const char *what)
 {
 	sqlite3_stmt *st = cache_stmt(cn, id);
 

@@ -74,10 +74,7 @@ static int cache_mailbox_lookup(struct cache *c, enum cache_stmt_id id, int64_t 
 
 	if (!out || (id != ST_MB_BY_ID && !key))
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	st = cache_stmt(cn, id);
+	st = cache_conn_stmt(c, id, false, &cn);
 	if (!st)
 		return -EIO;
 	if (id == ST_MB_BY_ID)
@@ -118,24 +115,19 @@ int cache_mailbox_list(struct cache *c, cache_mailbox_cb cb, void *ctx)
 	struct cache_conn *cn;
 	struct cache_mailbox mb;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!cb)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	st = cache_stmt_take(cn, ST_MB_LIST);
+	st = cache_conn_stmt(c, ST_MB_LIST, true, &cn);
 	if (!st)
 		return -EIO;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((ret = cache_stmt_row(cn, st, "listing mailboxes")) > 0) {
 		cache_mailbox_from_row(st, &mb);
 		ret = cb(ctx, &mb);
 		if (ret)
 			break;
 	}
-	if (!ret && rc != SQLITE_DONE)
-		ret = cache_sqlite_error(cn, rc, "listing mailboxes");
 	cache_stmt_put(cn, ST_MB_LIST, st);
 	return ret;
 }

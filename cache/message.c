@@ -30,10 +30,7 @@ int cache_message_get(struct cache *c, int64_t mailbox_id, uint32_t uid, struct 
 
 	if (!out)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	st = cache_stmt(cn, ST_MSG_GET);
+	st = cache_conn_stmt(c, ST_MSG_GET, false, &cn);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
@@ -55,25 +52,20 @@ int cache_message_list(struct cache *c, int64_t mailbox_id, cache_message_cb cb,
 	struct cache_conn *cn;
 	struct cache_message msg;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!cb)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	st = cache_stmt_take(cn, ST_MSG_LIST);
+	st = cache_conn_stmt(c, ST_MSG_LIST, true, &cn);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((ret = cache_stmt_row(cn, st, "listing messages")) > 0) {
 		cache_message_from_row(st, &msg);
 		ret = cb(ctx, &msg);
 		if (ret)
 			break;
 	}
-	if (!ret && rc != SQLITE_DONE)
-		ret = cache_sqlite_error(cn, rc, "listing messages");
 	cache_stmt_put(cn, ST_MSG_LIST, st);
 	return ret;
 }
@@ -81,13 +73,11 @@ int cache_message_list(struct cache *c, int64_t mailbox_id, cache_message_cb cb,
 int cache_message_count(struct cache *c, int64_t mailbox_id, uint64_t *count_out,
 			uint32_t *max_uid_out)
 {
-	struct cache_conn *cn = cache_conn_get(c);
+	struct cache_conn *cn;
 	sqlite3_stmt *st;
 	int ret;
 
-	if (!cn)
-		return -EIO;
-	st = cache_stmt(cn, ST_MSG_COUNT);
+	st = cache_conn_stmt(c, ST_MSG_COUNT, false, &cn);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
@@ -267,8 +257,8 @@ int cache_batch_retain(struct cache_batch *b, const uint32_t *uids, size_t count
 	return 0;
 }
 
-int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo,
-				uint32_t hi, const char *what)
+int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+				const char *what)
 {
 	sqlite3_stmt *st;
 	int ret = cache_bodies_delete_range(cn, mailbox_id, lo, hi);
@@ -291,12 +281,12 @@ static int cache_batch_apply_retain(struct cache_conn *cn, int64_t mailbox_id,
 	sqlite3_stmt *st = cache_stmt(cn, ST_MSG_UIDS);
 	uint32_t *gone = NULL, *p;
 	size_t gone_count = 0, gone_size = 0, i = 0, k;
-	int rc, ret = 0;
+	int ret;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((ret = cache_stmt_row(cn, st, "listing UIDs")) > 0) {
 		uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
 
 		while (i < op->count && op->uids[i] < uid)
@@ -314,10 +304,7 @@ static int cache_batch_apply_retain(struct cache_conn *cn, int64_t mailbox_id,
 		}
 		gone[gone_count++] = uid;
 	}
-	if (!ret && rc != SQLITE_DONE)
-		ret = cache_sqlite_error(cn, rc, "listing UIDs");
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	cache_stmt_done(st);
 	/* Delete runs of consecutive UIDs as ranges. */
 	for (i = 0; !ret && i < gone_count; i = k) {
 		for (k = i + 1; k < gone_count && gone[k] == gone[k - 1] + 1; k++)

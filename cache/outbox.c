@@ -64,19 +64,16 @@ int cache_outbox_list(struct cache *c, int64_t mailbox_id, cache_outbox_cb cb, v
 	struct cache_outbox_entry e;
 	struct cache_conn *cn;
 	sqlite3_stmt *st;
-	int rc, ret = 0;
+	int ret;
 
 	if (!cb)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	st = cache_stmt_take(cn, id);
+	st = cache_conn_stmt(c, id, true, &cn);
 	if (!st)
 		return -EIO;
 	if (mailbox_id)
 		sqlite3_bind_int64(st, 1, mailbox_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((ret = cache_stmt_row(cn, st, "listing the outbox")) > 0) {
 		e.id = sqlite3_column_int64(st, 0);
 		e.mailbox_id = sqlite3_column_int64(st, 1);
 		e.name = (const char *)sqlite3_column_text(st, 2);
@@ -95,8 +92,6 @@ int cache_outbox_list(struct cache *c, int64_t mailbox_id, cache_outbox_cb cb, v
 		if (ret)
 			break;
 	}
-	if (!ret && rc != SQLITE_DONE)
-		ret = cache_sqlite_error(cn, rc, "listing the outbox");
 	cache_stmt_put(cn, id, st);
 	return ret;
 }
@@ -109,10 +104,7 @@ int cache_outbox_get_data(struct cache *c, int64_t id, void **data_out, size_t *
 
 	if (!data_out || !len_out)
 		return -EINVAL;
-	cn = cache_conn_get(c);
-	if (!cn)
-		return -EIO;
-	st = cache_stmt(cn, ST_OB_DATA);
+	st = cache_conn_stmt(c, ST_OB_DATA, false, &cn);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, id);

@@ -95,16 +95,20 @@ struct fs_dir {
 	time_t mtime;                /* when the listing last changed; atomic */
 	struct fs_fetch *fetches;    /* body fetches in flight */
 	struct fs_head *head;        /* the head of the last large message read */
-	/* prefetch: reads of this directory in listing order */
-	size_t last_index;           /* listing index of the last file read */
+	/* prefetch: reads of this directory in scan order, which is file-name
+	 * order (readdir, ls, shell globs, rsync) or UID order (the inode
+	 * order fts, hence grep -r and find, sorts a directory of over 10,000
+	 * entries in): scans are detected in both, the look-ahead follows the
+	 * one the reads follow */
+	size_t last_index;           /* listing index (msgs) of the last file read */
 	bool have_last;
-	unsigned seq_run;            /* consecutive reads in listing order */
-	size_t frontier;             /* listing index past the last one fetched ahead */
+	bool scan_by_uid;            /* scan positions are listing indexes, else name positions */
+	unsigned seq_run;            /* consecutive reads in scan order */
+	size_t frontier;             /* scan position past the last one fetched ahead */
 	uint64_t window;             /* bytes to fetch ahead */
-	/* The listing in file-name order ("10.eml" before "2.eml"): the order
-	 * of readdir, ls, shell globs and rsync, in which scans are detected
-	 * (positions above are in this order). Built from msgs when needed;
-	 * the last three fields tell which msgs it was built for. */
+	/* The listing in file-name order ("10.eml" before "2.eml"). Built
+	 * from msgs when needed; the last three fields tell which msgs it was
+	 * built for. */
 	uint32_t *name_order;        /* name position -> index in msgs */
 	uint32_t *name_pos;          /* index in msgs -> name position */
 	uint64_t *name_bytes;        /* name position -> bytes of the files before it */

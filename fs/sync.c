@@ -176,14 +176,6 @@ bool sync_name_order_locked(struct fs_dir *dir, bool force)
 	return true;
 }
 
-/* Name position of the message at listing index idx, or -1. */
-static ssize_t sync_name_pos_locked(struct fs_dir *dir, ssize_t idx)
-{
-	if (idx < 0 || !sync_name_order_locked(dir, false) || (size_t)idx >= dir->name_for_n)
-		return -1;
-	return dir->name_pos[idx];
-}
-
 /* Wait on dir->cond until *gen changes or the deadline passes. */
 static int sync_wait_gen_locked(struct fs_dir *dir, const unsigned *gen, unsigned old,
 				const struct timespec *deadline)
@@ -1096,7 +1088,25 @@ out_free:
 	return NULL;
 }
 
-/* Collect uncached, not-in-flight messages from name position *from on,
+/* Scan positions (name order current): a listing index's position in
+ * file-name order or in UID order (the listing index itself), the message
+ * at a position of the current scan order, and the bytes before it. */
+static size_t sync_scan_pos_locked(const struct fs_dir *dir, bool by_uid, size_t idx)
+{
+	return by_uid ? idx : dir->name_pos[idx];
+}
+
+static const struct fs_msg *sync_scan_msg_locked(const struct fs_dir *dir, size_t pos)
+{
+	return &dir->msgs[dir->scan_by_uid ? pos : dir->name_order[pos]];
+}
+
+static uint64_t sync_scan_bytes_locked(const struct fs_dir *dir, size_t pos)
+{
+	return dir->scan_by_uid ? dir->msgs[pos].bytes_before : dir->name_bytes[pos];
+}
+
+/* Collect uncached, not-in-flight messages from scan position *from on,
  * up to bytes; advances *from past what was looked at. */
 static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
 				  size_t *from, uint64_t bytes, uint32_t *uids, size_t max)
@@ -1108,7 +1118,7 @@ static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mai
 		return 0;
 	for (; i < dir->name_for_n && n < max && got < bytes && scanned < PREFETCH_SCAN_LIMIT;
 	     i++) {
-		const struct fs_msg *m = &dir->msgs[dir->name_order[i]];
+		const struct fs_msg *m = sync_scan_msg_locked(dir, i);
 
 		scanned++;
 		if (sync_fetch_find_locked(dir, m->uid, &dummy))
@@ -1122,43 +1132,68 @@ static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mai
 	return n;
 }
 
-/* Note a read at the start of the file at name position idx: detect a scan
- * in that order and keep the look-ahead ahead of it (dir->lock held). */
+/* Note a read at the start of the file at listing index idx (name order
+ * current): detect a scan in either order and keep the look-ahead ahead of
+ * it (dir->lock held). */
 static void sync_track_locked(struct fs_dir *dir, size_t idx)
 {
 	if (dir->have_last && idx == dir->last_index)
 		return;
-	if (dir->have_last && idx > dir->last_index && idx <= dir->last_index + 8) {
-		dir->seq_run++;
-	} else if (!dir->have_last && idx == 0) {
+	if (dir->have_last && dir->last_index < dir->nmsgs) {
+		/* the order being followed first, then the other one */
+		for (int k = 0; k < 2; k++) {
+			bool by_uid = k == 0 ? dir->scan_by_uid : !dir->scan_by_uid;
+			size_t last = sync_scan_pos_locked(dir, by_uid, dir->last_index);
+			size_t pos = sync_scan_pos_locked(dir, by_uid, idx);
+
+			if (pos <= last || pos > last + 8)
+				continue;
+			if (k == 0) {
+				dir->seq_run++;
+			} else {
+				dir->scan_by_uid = by_uid;
+				dir->seq_run = 1;
+				dir->window = 0;
+				dir->frontier = pos + 1;
+			}
+			goto out;
+		}
+		dir->seq_run = 0;
+		dir->window = 0;
+		dir->frontier = sync_scan_pos_locked(dir, dir->scan_by_uid, idx) + 1;
+	} else if (dir->name_pos[idx] == 0 || idx == 0) {
 		/* the first file of a directory not read yet: grep -r, tar and
 		 * rsync start there; a little look-ahead saves a round trip */
+		dir->scan_by_uid = dir->name_pos[idx] != 0;
 		dir->seq_run = 1;
 		dir->window = 0;
 		dir->frontier = 1;
 	} else {
 		dir->seq_run = 0;
 		dir->window = 0;
-		dir->frontier = idx + 1;
+		dir->frontier = sync_scan_pos_locked(dir, dir->scan_by_uid, idx) + 1;
 	}
+out:
 	dir->have_last = true;
 	dir->last_index = idx;
 }
 
+/* keep the look-ahead ahead of a read of listing index idx */
 static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, int64_t mailbox_id)
 {
 	uint64_t ahead = 0, end_idx;
 	uint32_t *uids;
-	size_t n;
+	size_t n, pos;
 
 	if (dir->seq_run < 1 || !sync_name_order_locked(dir, false) || idx >= dir->name_for_n)
 		return;
-	if (dir->frontier < idx + 1)
-		dir->frontier = idx + 1;
+	pos = sync_scan_pos_locked(dir, dir->scan_by_uid, idx);
+	if (dir->frontier < pos + 1)
+		dir->frontier = pos + 1;
 	if (dir->frontier >= dir->name_for_n)
 		return;
-	end_idx = sat_add_u64(dir->name_bytes[idx], dir->msgs[dir->name_order[idx]].size);
-	ahead = dir->name_bytes[dir->frontier] - end_idx;
+	end_idx = sat_add_u64(sync_scan_bytes_locked(dir, pos), dir->msgs[idx].size);
+	ahead = sync_scan_bytes_locked(dir, dir->frontier) - end_idx;
 	if (dir->window == 0)
 		dir->window = PREFETCH_START;
 	if (ahead >= dir->window)
@@ -1174,7 +1209,8 @@ static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 		free(uids);
 		return;
 	}
-	log_debug("%s: prefetching %zu messages ahead of #%zu", dir->name, n, idx);
+	log_debug("%s: prefetching %zu messages ahead of #%zu (%s order)", dir->name, n, pos,
+		  dir->scan_by_uid ? "UID" : "name");
 	qsort(uids, n, sizeof(*uids), sync_cmp_uid);
 	sync_fetch_start_locked(fs, dir, uids, n, false);
 }
@@ -1203,21 +1239,23 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 	}
 	f = sync_fetch_find_locked(dir, uid, &fi);
 	if (!f) {
-		ssize_t pos = sync_name_pos_locked(dir, idx);
+		bool ordered = sync_name_order_locked(dir, false) && (size_t)idx < dir->name_for_n;
 		uint32_t *uids;
-		size_t n = 1, from = (size_t)pos + 1;
+		size_t n = 1, from = 0;
 
 		if (cache_body_has(fs->cache, mailbox_id, uid, NULL))
 			goto out_unlock; /* arrived meanwhile */
-		if (pos >= 0)
-			sync_track_locked(dir, (size_t)pos);
+		if (ordered) {
+			sync_track_locked(dir, (size_t)idx);
+			from = sync_scan_pos_locked(dir, dir->scan_by_uid, (size_t)idx) + 1;
+		}
 		uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids));
 		if (!uids) {
 			r = -ENOMEM;
 			goto out_unlock;
 		}
 		uids[0] = uid;
-		if (pos >= 0 && dir->seq_run >= 1) {
+		if (ordered && dir->seq_run >= 1) {
 			if (dir->window == 0)
 				dir->window = PREFETCH_START;
 			n += sync_collect_locked(fs, dir, mailbox_id, &from, dir->window, uids + 1,
@@ -1423,8 +1461,9 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg
 				ssize_t idx;
 
 				pthread_mutex_lock(&dir->lock);
-				idx = sync_name_pos_locked(dir, sync_find_locked(dir, uid));
-				if (idx >= 0) {
+				idx = sync_find_locked(dir, uid);
+				if (idx >= 0 && sync_name_order_locked(dir, false) &&
+				    (size_t)idx < dir->name_for_n) {
 					sync_track_locked(dir, (size_t)idx);
 					sync_prefetch_locked(fs, dir, (size_t)idx, id);
 				}

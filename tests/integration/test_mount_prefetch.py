@@ -2,8 +2,9 @@
 """Speed by design, checked on the protocol trace (-d), not with a clock:
 the first listing of a mailbox costs one bulk UID FETCH 1:* of the
 metadata; a cold sequential scan (grep -r, cat of every file in listing
-order, or cat * in the shell's order) fetches bodies in batches, not one
-UID FETCH per message; a second
+order, cat * in the shell's order, or reads in UID order as grep -r and
+find make in a directory of over 10,000 files, which fts sorts by inode
+number) fetches bodies in batches, not one UID FETCH per message; a second
 scan and a re-listing within the refresh interval send nothing; `head` of
 a large message fetches only its head (BODY.PEEK[]<0.n>); every byte read
 matches the server."""
@@ -41,6 +42,10 @@ def main():
         c.create("Glob")
         for i in range(1, N + 1):
             c.append("Glob", None, None, msg(i))
+        c.create("Ordered")
+        for i in range(1, N + 1):
+            # ~2 KB each: a first look-ahead does not cover the mailbox
+            c.append("Ordered", None, None, msg(i) + b"padding line\r\n" * 150)
         c.create("Large")
         c.append("Large", None, None, b"From: large@example.org\r\nSubject: large\r\n\r\n"
                  + b"".join(b"%07d large message line\r\n" % i for i in range(60000)))
@@ -52,9 +57,9 @@ def main():
             # a directory waits for its sync
             for name in os.listdir(m.path):
                 eml_uids(os.path.join(m.path, name))
-            # mailboxes with messages: Scan, Glob and Large (INBOX is empty)
+            # mailboxes with messages: Scan, Glob, Ordered and Large (INBOX is empty)
             meta = [x for x in commands(m) if re.search(r"UID FETCH \S+ \(UID FLAGS RFC822\.SIZE", x)]
-            check(len(meta) == 3 and all(" 1:* " in x for x in meta),
+            check(len(meta) == 4 and all(" 1:* " in x for x in meta),
                   "each first listing is one bulk UID FETCH 1:* (%s)" % meta)
             r = subprocess.run(["grep", "-rl", "needle", scan], stdout=subprocess.PIPE, text=True)
             found = sorted(int(os.path.basename(p)[:-4]) for p in r.stdout.split())
@@ -97,6 +102,21 @@ def main():
                   "cat * gives every message's bytes in glob order")
             check(len(bodies) <= N // 10,
                   "cold cat *: %d UID FETCH commands for %d messages (batched)" % (len(bodies), N))
+
+            # fts (grep -r, find) reads a directory of over 10,000 files in
+            # inode order: UID order here, not the listing's byte order
+            ordered = os.path.join(m.path, "Ordered")
+            expected_ordered = server_bodies(c, "Ordered")
+            n_before = len(commands(m))
+            for uid in range(1, N + 1):
+                if read_file(os.path.join(ordered, "%d.eml" % uid)) != expected_ordered[uid]:
+                    raise AssertionError("Ordered/%d.eml differs from the server" % uid)
+            bodies = [x for x in commands(m)[n_before:] if "BODY.PEEK[]" in x]
+            print("  body fetches in UID order: %s"
+                  % [re.search(r"UID FETCH (\S+)", x).group(1) for x in bodies])
+            check(len(bodies) <= N // 20,
+                  "cold reads in UID order: %d UID FETCH commands for %d messages (batched)"
+                  % (len(bodies), N))
 
             # a large message: its head alone for `head`, the whole body once read past it
             large = os.path.join(m.path, "Large", "1.eml")

@@ -202,6 +202,12 @@ bool pool_promote(struct pool *p, pool_fn fn, void *arg);
 /* EXAMINE server_name unless it is selected already (force: always). */
 int pool_conn_examine(struct fs *fs, struct pool_conn *conn, const char *server_name, bool force,
 		      struct imap_select_info *info_out);
+/* Before DELETE or RENAME of a mailbox, from a job on worker self: every
+ * other idle worker that has it selected lets go of it (a session holding
+ * it selected keeps it alive on Dovecot). Waits up to timeout_ms for the
+ * workers; busy ones let go after their job. */
+void pool_release_mailbox(struct pool *p, struct pool_conn *self, const char *server_name,
+			  int timeout_ms);
 /* the one translation from IMAP failures to errno values */
 int fs_errno_from_imap(const struct imap_error *err);
 

@@ -793,13 +793,14 @@ static int modify_delete_job(struct fs *fs, struct pool_conn *conn, void *arg)
 				return -ENOTEMPTY;
 		}
 	}
-	/* nobody may have it selected on this connection while it goes */
+	/* nobody may have it selected while it goes: the other connections
+	 * let go of it, and so does this one */
+	pool_release_mailbox(fs->pool, conn, j->name, 2000);
 	if (conn->selected && strcmp(conn->selected, j->name) == 0) {
 		free(conn->selected);
 		conn->selected = NULL;
 		imap_unselect(conn->session, NULL);
 	}
-	(void)fs;
 	if (imap_delete(conn->session, j->name, &conn->err)) {
 		log_warnx("DELETE %s: %s", j->name, conn->err.reason);
 		return fs_errno_from_imap(&conn->err);
@@ -811,7 +812,7 @@ static int modify_rename_job(struct fs *fs, struct pool_conn *conn, void *arg)
 {
 	struct mbox_job *j = arg;
 
-	(void)fs;
+	pool_release_mailbox(fs->pool, conn, j->name, 2000);
 	if (conn->selected) {
 		free(conn->selected);
 		conn->selected = NULL;

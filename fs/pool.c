@@ -38,6 +38,7 @@ struct pool_worker {
 	bool started;
 	struct pool *pool;
 	struct pool_conn conn;
+	unsigned release_seen;  /* protected by pool->lock */
 };
 
 struct pool {
@@ -51,6 +52,10 @@ struct pool {
 	bool stopping;
 	int64_t next_open_ms;   /* monotonic: no connection attempt before */
 	int backoff_ms;
+	/* a mailbox about to be deleted or renamed: idle workers that have it
+	 * selected let go of it (pool_release_mailbox) */
+	char *release_name;
+	unsigned release_gen;
 	/* fixed after pool_new */
 	unsigned nworkers;
 	struct pool_worker *workers;
@@ -213,6 +218,73 @@ static struct pool_job *pool_take_locked(struct pool *p)
 	return job;
 }
 
+/* Let go of the mailbox named in pool->release_name if this worker has it
+ * selected: Dovecot keeps a mailbox that another session has selected, and
+ * DELETE would leave it on the server. Called with pool->lock held; returns
+ * with it released. */
+static void pool_worker_release_locked(struct pool_worker *w)
+{
+	struct pool *p = w->pool;
+	struct pool_conn *conn = &w->conn;
+	bool mine = p->release_name && conn->selected &&
+		    strcmp(conn->selected, p->release_name) == 0;
+
+	w->release_seen = p->release_gen;
+	pthread_mutex_unlock(&p->lock);
+	if (mine) {
+		if (!imap_session_has_cap(conn->session, "UNSELECT") ||
+		    imap_unselect(conn->session, NULL) != 0 ||
+		    imap_session_is_broken(conn->session)) {
+			/* no way to let go but to drop the connection */
+			pool_conn_reset(conn);
+		} else {
+			free(conn->selected);
+			conn->selected = NULL;
+			conn->selected_uidvalidity = 0;
+		}
+	}
+	pthread_mutex_lock(&p->lock);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_release_mailbox(struct pool *p, struct pool_conn *self, const char *server_name,
+			  int timeout_ms)
+{
+	int64_t end = pool_mono_ms() + timeout_ms;
+	char *name = strdup(server_name);
+
+	if (!name)
+		return;
+	pthread_mutex_lock(&p->lock);
+	free(p->release_name);
+	p->release_name = name;
+	p->release_gen++;
+	pthread_cond_broadcast(&p->cond);
+	for (;;) {
+		unsigned pending = 0;
+		struct timespec ts;
+		int64_t left = end - pool_mono_ms();
+
+		for (unsigned i = 0; i < p->nworkers; i++)
+			if (&p->workers[i].conn != self && p->workers[i].started &&
+			    p->workers[i].release_seen != p->release_gen)
+				pending++;
+		if (pending == 0 || left <= 0 || p->stopping)
+			break;
+		/* p->cond runs on the realtime clock */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += left / 1000;
+		ts.tv_nsec += (left % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void *pool_worker_main(void *arg)
 {
 	struct pool_worker *w = arg;
@@ -223,8 +295,15 @@ static void *pool_worker_main(void *arg)
 		int r;
 
 		pthread_mutex_lock(&p->lock);
-		while (!p->stopping && !(job = pool_take_locked(p)))
+		while (!p->stopping && w->release_seen == p->release_gen &&
+		       !(job = pool_take_locked(p)))
 			pthread_cond_wait(&p->cond, &p->lock);
+		if (w->release_seen != p->release_gen) {
+			pool_worker_release_locked(w);
+			if (!job)
+				continue; /* lock released by the call */
+			pthread_mutex_lock(&p->lock);
+		}
 		pthread_mutex_unlock(&p->lock);
 		if (p->stopping && !job)
 			break;
@@ -383,6 +462,7 @@ void pool_free(struct pool *p)
 	}
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
+	free(p->release_name);
 	free(p->workers);
 	free(p);
 }

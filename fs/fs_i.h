@@ -143,6 +143,11 @@ struct fs {
 	 * time and makes the others sleep in its busy handler; a mutex hands
 	 * over at once */
 	pthread_mutex_t body_write_lock;
+	/* threads waiting for body_write_lock (atomic): a fetch holding it
+	 * for a group of bodies commits the group and lets go, at once when
+	 * urgent (a reader waits for the waiting thread's fetch) */
+	unsigned body_write_wanted;
+	unsigned body_write_urgent;
 
 	/* directory handles not released yet (the kernel may never send
 	 * RELEASEDIR for some when the daemon stops): freed at exit */

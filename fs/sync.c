@@ -39,6 +39,10 @@
 #define PREFETCH_SCAN_LIMIT 4000           /* candidates looked at per batch */
 #define LARGE_MESSAGE (1024 * 1024)        /* above: the head is fetched alone first */
 #define LARGE_HEAD (256 * 1024)            /* the part of a large message fetched first */
+#define GROUP_MAX_COUNT 100                /* bodies in one cache transaction */
+#define GROUP_MAX_BYTES (1024 * 1024)      /* and their bytes */
+#define GROUP_MAX_BODY (128 * 1024)        /* larger bodies are committed alone */
+#define GROUP_MIN_YIELD 16                 /* bodies before letting another writer in */
 
 /* The head of one large message, fetched with BODY.PEEK[]<0.LARGE_HEAD> and
  * kept in memory (dir->head): `head`, `file` or a mail client's preview
@@ -71,9 +75,19 @@ struct fs_fetch {
 	bool *done;              /* protected by dir->lock */
 	bool finished;           /* protected by dir->lock */
 	int error;               /* protected by dir->lock */
+	unsigned waiting;        /* readers waiting; dir->lock to write, atomic to read */
 	/* streaming state, touched only by the worker running the job */
 	struct cache_body_writer *writer;
 	uint32_t writer_uid;
+	/* Bodies of one response are committed in groups (one cache
+	 * transaction, fs->body_write_lock held throughout), marked done when
+	 * the group commits: at once when a reader waits for this fetch or
+	 * another thread wants to write, else every GROUP_MAX_* and at the
+	 * end of the response. */
+	bool group;              /* a group is open */
+	size_t *pending;         /* indexes of the bodies in it */
+	size_t npending;
+	uint64_t group_bytes;
 };
 
 /* --- helpers --- */
@@ -842,6 +856,7 @@ static void sync_fetch_unref_locked(struct fs_fetch *f)
 	free(f->server_name);
 	free(f->uids);
 	free(f->done);
+	free(f->pending);
 	free(f);
 }
 
@@ -879,15 +894,79 @@ static struct fs_fetch *sync_fetch_find_locked(struct fs_dir *dir, uint32_t uid,
 	return NULL;
 }
 
+/* Take fs->body_write_lock for f, telling a group holding it to let go:
+ * soon, or at once when a reader waits for f. */
+static void sync_body_lock(struct fs_fetch *f)
+{
+	struct fs *fs = f->fs;
+	unsigned *counter;
+
+	if (pthread_mutex_trylock(&fs->body_write_lock) == 0)
+		return;
+	counter = __atomic_load_n(&f->waiting, __ATOMIC_SEQ_CST) > 0 ? &fs->body_write_urgent
+								      : &fs->body_write_wanted;
+	__atomic_add_fetch(counter, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&fs->body_write_lock);
+	__atomic_sub_fetch(counter, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Commit the open group (if any) and mark its bodies done. */
+static void sync_group_commit(struct fs_fetch *f)
+{
+	int r;
+
+	if (!f->group)
+		return;
+	r = cache_write_commit(f->fs->cache);
+	pthread_mutex_unlock(&f->fs->body_write_lock);
+	f->group = false;
+	if (r)
+		log_warnx("cache: %zu bodies of %s: %s", f->npending, f->server_name, strerror(-r));
+	if (f->npending) {
+		pthread_mutex_lock(&f->dir->lock);
+		for (size_t k = 0; k < f->npending; k++)
+			f->done[f->pending[k]] = true;
+		pthread_cond_broadcast(&f->dir->cond);
+		pthread_mutex_unlock(&f->dir->lock);
+	}
+	f->npending = 0;
+	f->group_bytes = 0;
+}
+
+/* whether the open group should be committed now */
+static bool sync_group_due(const struct fs_fetch *f)
+{
+	return f->group && (f->npending >= GROUP_MAX_COUNT || f->group_bytes >= GROUP_MAX_BYTES ||
+			    __atomic_load_n(&f->waiting, __ATOMIC_SEQ_CST) > 0 ||
+			    __atomic_load_n(&f->fs->body_write_urgent, __ATOMIC_SEQ_CST) > 0 ||
+			    (f->npending >= GROUP_MIN_YIELD &&
+			     __atomic_load_n(&f->fs->body_write_wanted, __ATOMIC_SEQ_CST) > 0));
+}
+
 static int sync_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t size)
 {
 	struct fs_fetch *f = arg;
 	int r;
 
-	cache_body_abort(f->writer);
+	if (f->writer) {
+		if (!f->group)
+			sync_body_lock(f);
+		cache_body_abort(f->writer);
+		if (!f->group)
+			pthread_mutex_unlock(&f->fs->body_write_lock);
+	}
 	f->writer = NULL;
 	if (offset != 0 || sync_fetch_index(f, uid) < 0)
 		return 0; /* not asked for: ignore */
+	if (size > GROUP_MAX_BODY || sync_group_due(f))
+		sync_group_commit(f);
+	if (size <= GROUP_MAX_BODY && !f->group) {
+		sync_body_lock(f);
+		if (cache_write_begin(f->fs->cache) == 0)
+			f->group = true;
+		else
+			pthread_mutex_unlock(&f->fs->body_write_lock);
+	}
 	r = cache_body_begin(f->fs->cache, f->mailbox_id, uid, size, &f->writer);
 	if (r) {
 		log_warnx("cache: body of %u: %s", uid, strerror(-r));
@@ -904,11 +983,20 @@ static int sync_sink_data(void *arg, uint32_t uid, const void *buf, size_t len)
 	if (f->writer && uid == f->writer_uid) {
 		int r;
 
-		pthread_mutex_lock(&f->fs->body_write_lock);
-		r = cache_body_write(f->writer, buf, len);
-		pthread_mutex_unlock(&f->fs->body_write_lock);
+		if (f->group) {
+			r = cache_body_write(f->writer, buf, len);
+			f->group_bytes += len;
+		} else {
+			sync_body_lock(f);
+			r = cache_body_write(f->writer, buf, len);
+			pthread_mutex_unlock(&f->fs->body_write_lock);
+		}
 		if (r) {
+			if (!f->group)
+				sync_body_lock(f);
 			cache_body_abort(f->writer);
+			if (!f->group)
+				pthread_mutex_unlock(&f->fs->body_write_lock);
 			f->writer = NULL;
 		}
 	}
@@ -923,19 +1011,29 @@ static int sync_sink_end(void *arg, uint32_t uid)
 	if (f->writer && uid == f->writer_uid) {
 		int r;
 
-		pthread_mutex_lock(&f->fs->body_write_lock);
-		r = cache_body_commit(f->writer);
-		pthread_mutex_unlock(&f->fs->body_write_lock);
+		if (f->group) {
+			r = cache_body_commit(f->writer);
+		} else {
+			sync_body_lock(f);
+			r = cache_body_commit(f->writer);
+			pthread_mutex_unlock(&f->fs->body_write_lock);
+		}
 		if (r)
 			log_warnx("cache: body of %u: %s", uid, strerror(-r));
 	}
 	f->writer = NULL;
-	if (i >= 0) {
-		pthread_mutex_lock(&f->dir->lock);
-		f->done[i] = true;
-		pthread_cond_broadcast(&f->dir->cond);
-		pthread_mutex_unlock(&f->dir->lock);
+	if (i < 0)
+		return 0;
+	if (f->group) {
+		f->pending[f->npending++] = (size_t)i;
+		if (sync_group_due(f))
+			sync_group_commit(f);
+		return 0;
 	}
+	pthread_mutex_lock(&f->dir->lock);
+	f->done[i] = true;
+	pthread_cond_broadcast(&f->dir->cond);
+	pthread_mutex_unlock(&f->dir->lock);
 	return 0;
 }
 
@@ -1016,8 +1114,15 @@ static int sync_fetch_job(struct fs *fs, struct pool_conn *conn, void *arg)
 			log_warnx("UID FETCH %s BODY.PEEK[]: %s", f->server_name, conn->err.reason);
 			r = fs_errno_from_imap(&conn->err);
 		}
-		cache_body_abort(f->writer);
+		if (f->writer) {
+			if (!f->group)
+				sync_body_lock(f);
+			cache_body_abort(f->writer);
+			if (!f->group)
+				pthread_mutex_unlock(&fs->body_write_lock);
+		}
 		f->writer = NULL;
+		sync_group_commit(f);
 		free(set);
 		if (r)
 			break;
@@ -1061,8 +1166,9 @@ static struct fs_fetch *sync_fetch_start_locked(struct fs *fs, struct fs_dir *di
 	if (!f)
 		goto out_free;
 	f->done = calloc(n, sizeof(*f->done));
+	f->pending = malloc(n * sizeof(*f->pending));
 	sync_dir_mailbox(fs, dir, &f->mailbox_id, &f->server_name);
-	if (!f->done || !f->server_name)
+	if (!f->done || !f->pending || !f->server_name)
 		goto out_free;
 	f->fs = fs;
 	f->dir = dir;
@@ -1081,6 +1187,7 @@ static struct fs_fetch *sync_fetch_start_locked(struct fs *fs, struct fs_dir *di
 out_free:
 	if (f) {
 		free(f->done);
+		free(f->pending);
 		free(f->server_name);
 		free(f);
 	}
@@ -1272,10 +1379,13 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 		fi = (size_t)sync_fetch_index(f, uid);
 	}
 	f->refs++;
+	/* the fetch commits what it holds at once while someone waits */
+	__atomic_add_fetch(&f->waiting, 1, __ATOMIC_SEQ_CST);
 	fs_deadline(&deadline, fs->timeout_ms);
 	while (!f->done[fi] && !f->finished && r == 0)
 		if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT)
 			r = -ETIMEDOUT;
+	__atomic_sub_fetch(&f->waiting, 1, __ATOMIC_SEQ_CST);
 	if (r == 0 && !f->done[fi])
 		r = f->error ? f->error : -ENOENT;
 	if (r == -ETIMEDOUT) {

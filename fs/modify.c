@@ -474,26 +474,33 @@ out_free:
 	return r;
 }
 
+/* Whether name on a message may be written: 0, or the errno to refuse
+ * with (ENOTSUP not ours, EROFS read-only mount, EPERM a read-only one). */
+static int modify_xattr_writable(struct fs *fs, fuse_ino_t ino, const char *name)
+{
+	if (!FS_INO_IS_MSG(ino) || !modify_is_ours(name))
+		return ENOTSUP;
+	if (fs->opts->ro)
+		return EROFS;
+	if (strcmp(name, XATTR_FLAGS) != 0)
+		return EPERM;
+	return 0;
+}
+
 void modify_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		     size_t size, int flags)
 {
 	struct fs *fs = modify_fs(req);
+	int r;
 
 	(void)flags;
 	if (WRITE_INO_IS_NEW(ino)) {
 		write_setxattr(req, ino, name, value, size);
 		return;
 	}
-	if (!FS_INO_IS_MSG(ino) || !modify_is_ours(name)) {
-		fuse_reply_err(req, ENOTSUP);
-		return;
-	}
-	if (fs->opts->ro) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	if (strcmp(name, XATTR_FLAGS) != 0) {
-		fuse_reply_err(req, EPERM);
+	r = modify_xattr_writable(fs, ino, name);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	fuse_reply_err(req, -modify_flags(fs, ino, value, size));
@@ -502,21 +509,15 @@ void modify_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const cha
 void modify_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct fs *fs = modify_fs(req);
+	int r;
 
 	if (WRITE_INO_IS_NEW(ino)) {
 		write_removexattr(req, ino, name);
 		return;
 	}
-	if (!FS_INO_IS_MSG(ino) || !modify_is_ours(name)) {
-		fuse_reply_err(req, ENOTSUP);
-		return;
-	}
-	if (fs->opts->ro) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	if (strcmp(name, XATTR_FLAGS) != 0) {
-		fuse_reply_err(req, EPERM);
+	r = modify_xattr_writable(fs, ino, name);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	fuse_reply_err(req, -modify_flags(fs, ino, "", 0));

@@ -368,6 +368,14 @@ static int cache_db_open(const char *path, int busy_timeout_ms, bool create, sql
 	sqlite3_extended_result_codes(db, 1);
 	sqlite3_busy_timeout(db, busy_timeout_ms);
 	rc = cache_exec(db, "PRAGMA synchronous = NORMAL", "setting synchronous");
+	/*
+	 * One connection per calling thread (FUSE threads and workers), each
+	 * with its own page cache: SQLite's default of 2 MB apiece made up a
+	 * good part of the daemon's peak RSS. The OS page cache holds the file
+	 * anyway, so a small per-connection cache costs little speed.
+	 */
+	if (rc == SQLITE_OK)
+		rc = cache_exec(db, "PRAGMA cache_size = -256", "setting cache_size");
 	if (rc != SQLITE_OK) {
 		sqlite3_close(db);
 		return rc;

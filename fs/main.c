@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +234,13 @@ int main(int argc, char **argv)
 	bool mounted = false, signals_set = false;
 	int r, ret = 1;
 
+	/*
+	 * glibc gives each new thread its own malloc arena (up to 8 per core),
+	 * and each arena keeps its freed memory: with the FUSE threads and the
+	 * workers that held about a quarter of the daemon's peak RSS. Two
+	 * arenas measured no slower.
+	 */
+	mallopt(M_ARENA_MAX, 2);
 	memset(&fs, 0, sizeof(fs));
 	if (options_parse(argc, argv, &opts, err, sizeof(err)) != 0) {
 		fprintf(stderr, "imapfs: %s\n", err);

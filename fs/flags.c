@@ -152,8 +152,7 @@ out_free:
 	return r;
 }
 
-/* whether the space separated list holds word (case-insensitive) */
-static bool flags_list_has(const char *list, const char *word, size_t wlen)
+bool flags_list_has(const char *list, const char *word, size_t wlen)
 {
 	while (*list) {
 		size_t l;

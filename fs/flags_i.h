@@ -5,6 +5,7 @@
 #ifndef IMAPFS_FS_FLAGS_I_H
 #define IMAPFS_FS_FLAGS_I_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -32,5 +33,9 @@ int flags_parse_change(const char *in, size_t len, char **add_out, char **remove
  * those of remove removed (case-insensitive; order kept, additions last).
  * malloc'd, NULL on ENOMEM. */
 char *flags_apply_change(const char *cur, const char *add, const char *remove);
+
+/* whether the space separated list holds the word of wlen bytes
+ * (case-insensitive, as IMAP compares flags) */
+bool flags_list_has(const char *list, const char *word, size_t wlen);
 
 #endif

@@ -311,21 +311,6 @@ struct flags_job {
 	uint64_t modseq;
 };
 
-static bool modify_word_in(const char *list, const char *word, size_t wlen)
-{
-	while (*list) {
-		size_t l;
-
-		while (*list == ' ')
-			list++;
-		l = strcspn(list, " ");
-		if (l == wlen && strncasecmp(list, word, wlen) == 0)
-			return true;
-		list += l;
-	}
-	return false;
-}
-
 /* every flag of list may be stored in the selected mailbox */
 static bool modify_flags_permitted(const char *permanent, const char *list)
 {
@@ -337,8 +322,8 @@ static bool modify_flags_permitted(const char *permanent, const char *list)
 		while (*list == ' ')
 			list++;
 		l = strcspn(list, " ");
-		if (l && !modify_word_in(permanent, list, l) &&
-		    (list[0] == '\\' || !modify_word_in(permanent, "\\*", 2)))
+		if (l && !flags_list_has(permanent, list, l) &&
+		    (list[0] == '\\' || !flags_list_has(permanent, "\\*", 2)))
 			return false;
 		list += l;
 	}

@@ -665,6 +665,14 @@ static void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 
 static void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	/* Only user.* attributes exist here. ENOTSUP (not ENODATA) for the
+	 * others tells ls -l that this file system has no SELinux labels and
+	 * no POSIX ACLs: coreutils then stops asking for the rest of the
+	 * mount instead of sending two getxattr per file listed. */
+	if (strncmp(name, "user.", 5) != 0) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
 	if (WRITE_INO_IS_NEW(ino)) {
 		write_getxattr(req, ino, name, size);
 		return;

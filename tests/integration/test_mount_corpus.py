@@ -6,6 +6,7 @@ BODY.PEEK[]; st_size is RFC822.SIZE, st_mtime INTERNALDATE, user.imap.flags
 the server's flags; reading everything leaves no message \\Seen; a second
 read is served without the server."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -111,6 +112,16 @@ def main():
             except OSError as e:
                 ok = e.errno == 61  # ENODATA
             check(ok, "an unknown attribute: ENODATA")
+            # no SELinux labels, no POSIX ACLs: ENOTSUP, so ls -l stops
+            # asking for them (coreutils remembers it per file system)
+            for attr in ("security.selinux", "system.posix_acl_access"):
+                for path in (f, os.path.dirname(f)):
+                    try:
+                        os.getxattr(path, attr)
+                        ok = False
+                    except OSError as e:
+                        ok = e.errno == errno.ENOTSUP
+                    check(ok, "%s of %s: ENOTSUP" % (attr, os.path.basename(path)))
 
             # getfattr and grep, the tools users run
             out = subprocess.run(["getfattr", "-d", f], stdout=subprocess.PIPE, text=True).stdout

@@ -119,6 +119,13 @@ struct fs_dir {
 	uint32_t failed_uid;
 	int failed_error;
 	int64_t failed_at_ms;
+
+	/* What the kernel's readdir cache of this directory holds (ops.c),
+	 * protected by fs->handles_lock: the hash of the listing that filled
+	 * it, valid only while no handle with another listing could be
+	 * filling it. */
+	uint64_t kcache_hash;
+	bool kcache_valid;
 };
 
 struct fs {

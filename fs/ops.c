@@ -248,6 +248,7 @@ struct dir_snap {
 	size_t nsubs;
 	struct fs_msg *msgs;
 	size_t nmsgs;
+	uint64_t hash; /* of the names in order: what a cached readdir would show */
 };
 
 static void ops_snap_free(struct dir_snap *s)
@@ -262,9 +263,49 @@ static void ops_snap_free(struct dir_snap *s)
 	free(s);
 }
 
-static void ops_handle_link(struct fs *fs, struct dir_snap *s)
+/* FNV-1a over the entry names in listing order (messages by UID). */
+static uint64_t ops_hash_bytes(uint64_t h, const void *p, size_t n)
 {
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static uint64_t ops_snap_hash(const struct dir_snap *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < s->nsubs; i++)
+		h = ops_hash_bytes(h, s->subs[i].name, strlen(s->subs[i].name) + 1);
+	for (size_t i = 0; i < s->nmsgs; i++)
+		h = ops_hash_bytes(h, &s->msgs[i].uid, sizeof(s->msgs[i].uid));
+	return h;
+}
+
+/* Register an open directory handle and decide what the kernel may do
+ * with its readdir cache (FOPEN_CACHE_DIR): keep what it has when it was
+ * filled from the same listing, else drop it; let this handle fill it
+ * only when no open handle with another listing could fill it too. A
+ * warm ls -l or grep -r of a 100,000-message mailbox then costs no
+ * READDIRPLUS at all. */
+static void ops_handle_link(struct fs *fs, struct dir_snap *s, struct fuse_file_info *fi)
+{
+	struct fs_dir *dir = s->dir;
+	bool others_differ = false;
+
+	s->hash = ops_snap_hash(s);
 	pthread_mutex_lock(&fs->handles_lock);
+	for (struct dir_snap *o = fs->open_dirs; o; o = o->next)
+		if (o->dir == dir && o->hash != s->hash)
+			others_differ = true;
+	fi->keep_cache = dir->kcache_valid && dir->kcache_hash == s->hash && !others_differ;
+	fi->cache_readdir = !others_differ;
+	dir->kcache_valid = !others_differ;
+	dir->kcache_hash = s->hash;
 	s->prev = NULL;
 	s->next = fs->open_dirs;
 	if (s->next)
@@ -406,7 +447,7 @@ static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		return;
 	}
 	fi->fh = (uintptr_t)s;
-	ops_handle_link(fs, s);
+	ops_handle_link(fs, s, fi);
 	if (fuse_reply_open(req, fi) != 0) {
 		ops_handle_unlink(fs, s);
 		ops_snap_free(s);

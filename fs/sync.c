@@ -38,7 +38,9 @@
 #define PREFETCH_MAX_COUNT 500             /* messages in one UID FETCH */
 #define PREFETCH_SCAN_LIMIT 4000           /* candidates looked at per batch */
 #define LARGE_MESSAGE (1024 * 1024)        /* above: the head is fetched alone first */
-#define LARGE_HEAD (256 * 1024)            /* the part of a large message fetched first */
+#define LARGE_HEAD (128 * 1024)            /* the part of a large message fetched first:
+					    * as large as the first read the kernel
+					    * sends (128 KiB readahead) */
 #define GROUP_MAX_COUNT 100                /* bodies in one cache transaction */
 #define GROUP_MAX_BYTES (1024 * 1024)      /* and their bytes */
 #define GROUP_MAX_BODY (128 * 1024)        /* larger bodies are committed alone */

@@ -351,6 +351,9 @@ static void cache_conn_destroy(void *arg)
 	cache_conn_free(cn);
 }
 
+static const char cache_wal_sql[] = "PRAGMA wal_autocheckpoint = " CACHE_STR(CACHE_WAL_PAGES)
+				    "; PRAGMA journal_size_limit = " CACHE_STR(CACHE_WAL_LIMIT);
+
 static int cache_db_open(const char *path, int busy_timeout_ms, bool create, sqlite3 **out)
 {
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
@@ -372,10 +375,22 @@ static int cache_db_open(const char *path, int busy_timeout_ms, bool create, sql
 	 * One connection per calling thread (FUSE threads and workers), each
 	 * with its own page cache: SQLite's default of 2 MB apiece made up a
 	 * good part of the daemon's peak RSS. The OS page cache holds the file
-	 * anyway, so a small per-connection cache costs little speed.
+	 * anyway, so a small per-connection cache costs little speed, as long
+	 * as it holds the pages one body write walks through (a leaf and its
+	 * parents in five tables and indexes): 16 of our 16 KiB pages did not,
+	 * and every write read pages back from the file.
 	 */
 	if (rc == SQLITE_OK)
-		rc = cache_exec(db, "PRAGMA cache_size = -256", "setting cache_size");
+		rc = cache_exec(db, "PRAGMA cache_size = -" CACHE_STR(CACHE_PAGE_CACHE_KIB),
+				"setting cache_size");
+	/*
+	 * Keep the WAL small: it counts against the disk the cache takes, and
+	 * SQLite's default lets it reach 1000 pages (16 MB here) and never
+	 * shrinks the file. Checkpoint every CACHE_WAL_PAGES, and truncate the
+	 * file back to CACHE_WAL_LIMIT when a checkpoint resets it.
+	 */
+	if (rc == SQLITE_OK)
+		rc = cache_exec(db, cache_wal_sql, "setting the WAL size");
 	if (rc != SQLITE_OK) {
 		sqlite3_close(db);
 		return rc;
@@ -711,6 +726,67 @@ static int cache_migrate(sqlite3 *db, int64_t from)
 	return 0;
 }
 
+/* Whether a one-row text query answers want (case-insensitive). */
+static int cache_query_is(sqlite3 *db, const char *sql, const char *want)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	int ret = 0;
+
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *res = (const char *)sqlite3_column_text(st, 0);
+
+		ret = res && sqlite3_stricmp(res, want) == 0;
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	if (rc == SQLITE_OK)
+		return ret;
+	if (cache_rc_is_damage(rc))
+		return CACHE_OPEN_DAMAGED;
+	log_warnx("cache: %s: %s", sql, sqlite3_errmsg(db));
+	return -EIO;
+}
+
+/*
+ * Give the file pages of CACHE_PAGE_SIZE. A new file just needs the
+ * pragma before its first table. An existing one with other pages (every
+ * cache made before, at SQLite's 4 KiB) is rebuilt: its bodies, only a
+ * cache, are dropped (copying them would take a long VACUUM), mailboxes,
+ * metadata and the outbox are kept, and VACUUM, which can change the page
+ * size only outside WAL mode, rewrites it. If another process holds the
+ * file (WAL mode cannot be left), the old size is kept for now.
+ */
+static int cache_page_size_set(sqlite3 *db, const char *path, int64_t version)
+{
+	int64_t size = 0;
+	int ret = cache_query_int(db, "PRAGMA page_size", &size);
+
+	if (ret || size == CACHE_PAGE_SIZE)
+		return ret;
+	ret = cache_query_is(db, "PRAGMA journal_mode = DELETE", "delete");
+	if (ret <= 0) {
+		if (ret == 0)
+			log_warnx("cache: %s in use elsewhere; keeping its %lld-byte pages", path,
+				  (long long)size);
+		return ret;
+	}
+	if (version > 0) {
+		log_info("cache: rebuilding %s with %d-byte pages; cached bodies are dropped", path,
+			 CACHE_PAGE_SIZE);
+		ret = cache_exec_checked(db, "BEGIN IMMEDIATE; DELETE FROM body_chunk;"
+					 " DELETE FROM body; COMMIT", "dropping bodies");
+		if (ret) {
+			cache_exec(db, "ROLLBACK", "rolling back");
+			return ret;
+		}
+	}
+	ret = cache_exec_checked(db, "PRAGMA page_size = " CACHE_STR(CACHE_PAGE_SIZE) "; VACUUM",
+				 "changing the page size");
+	/* Disk full or the like: go on with the old pages. */
+	return ret < 0 ? 0 : ret;
+}
+
 /* Remove bodies whose writer died (never visible, now unreachable). */
 static int cache_drop_incomplete(sqlite3 *db)
 {
@@ -787,7 +863,9 @@ static int cache_db_prepare(struct cache *c)
 		ret = CACHE_OPEN_DAMAGED;
 		goto out_close;
 	}
-	ret = cache_exec_checked(db, "PRAGMA journal_mode = WAL", "setting WAL mode");
+	ret = cache_page_size_set(db, c->path, version);
+	if (ret == 0)
+		ret = cache_exec_checked(db, "PRAGMA journal_mode = WAL", "setting WAL mode");
 	if (ret == 0)
 		ret = cache_migrate(db, version);
 	if (ret == 0)
@@ -865,10 +943,28 @@ static void cache_move_aside(const char *path)
 	free(aside);
 }
 
+/*
+ * Process-wide SQLite settings, before SQLite initialises (it refuses
+ * them after; the cache is the only user of SQLite in imapfs). A savepoint
+ * (each write inside a cache_write_begin group) keeps the pages it changes
+ * in a statement journal that spills to a temporary file past 64 KiB, four
+ * of our pages: nearly every body of a group went through a file in
+ * /var/tmp. Keep up to 1 MiB of it in memory.
+ */
+static pthread_once_t cache_sqlite_once = PTHREAD_ONCE_INIT;
+
+static void cache_sqlite_setup(void)
+{
+	if (sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, CACHE_STMT_SPILL) != SQLITE_OK)
+		log_debug("cache: SQLite already initialised; statement journals spill at 64 KiB");
+}
+
 int cache_open(const char *path, const struct cache_params *params, struct cache **out)
 {
 	struct cache *c;
 	int ret;
+
+	pthread_once(&cache_sqlite_once, cache_sqlite_setup);
 
 	if (!path || !*path || !out)
 		return -EINVAL;

@@ -55,6 +55,7 @@ struct pool;
 struct notify;
 struct fs_fetch;
 struct fs_head;
+struct fs_stream;
 struct dir_snap;
 
 /* One message in a directory's in-memory listing (a mirror of the cache's
@@ -95,6 +96,8 @@ struct fs_dir {
 	time_t mtime;                /* when the listing last changed; atomic */
 	struct fs_fetch *fetches;    /* body fetches in flight */
 	struct fs_head *head;        /* the head of the last large message read */
+	struct fs_stream *stream;    /* the first listing while it arrives, else NULL */
+	bool streamed;               /* a first listing was streamed; not published yet */
 	/* prefetch: reads of this directory in scan order, which is file-name
 	 * order (readdir, ls, shell globs, rsync) or UID order (the inode
 	 * order fts, hence grep -r and find, sorts a directory of over 10,000
@@ -239,6 +242,29 @@ void sync_prefetch_listings(struct fs *fs);
  * needed, waiting with the deadline). A failed sync with an earlier
  * listing at hand serves the earlier one (returns 0). */
 int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms);
+
+/* The first listing of a mailbox, readable while it arrives: a cold ls of
+ * 100,000 messages lists them as the server sends them instead of after
+ * the whole answer is stored. Messages only ever get appended, in the
+ * server's (UID) order; fields under dir->lock, which is signalled (cond)
+ * on every append and at the end. */
+struct fs_stream {
+	struct fs_msg *msgs;
+	size_t n, cap;
+	bool done;                   /* no more will come */
+	int error;                   /* why the listing failed, when done */
+	unsigned refs;               /* dir->stream and each handle reading it */
+};
+/* Like sync_dir_fresh, but when the first listing of dir starts streaming
+ * before it ends, return at once with *stream_out set (a reference to
+ * drop with sync_stream_unref_locked). */
+int sync_dir_fresh_or_stream(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms,
+			     struct fs_stream **stream_out);
+void sync_stream_unref_locked(struct fs_stream *s); /* NULL no-op; dir->lock held */
+/* Before looking up a message of dir by UID: when readdir may have shown
+ * it from a first listing not yet in dir->msgs, wait (with the deadline)
+ * until that listing is published. */
+void sync_wait_streamed(struct fs *fs, struct fs_dir *dir);
 /* Listing index of uid in dir->msgs, or -1 (dir->lock held). */
 ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid);
 /* dir->name_order & co. up to date for dir->msgs (dir->lock held); false

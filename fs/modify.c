@@ -272,6 +272,7 @@ static int modify_ref(struct fs *fs, struct fs_dir *dir, uint32_t uid, struct ms
 	pthread_mutex_unlock(&dir->lock);
 	if (!loaded)
 		sync_dir_fresh(fs, dir, INT64_MAX);
+	sync_wait_streamed(fs, dir);
 	pthread_mutex_lock(&dir->lock);
 	idx = dir->loaded ? sync_find_locked(dir, uid) : -1;
 	if (idx >= 0)

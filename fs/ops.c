@@ -100,6 +100,7 @@ static int ops_find_msg(struct fs *fs, struct fs_dir *dir, uint32_t uid, struct 
 	bool loaded;
 	int r;
 
+	sync_wait_streamed(fs, dir);
 	pthread_mutex_lock(&dir->lock);
 	loaded = dir->loaded;
 	if (loaded)
@@ -248,6 +249,8 @@ struct dir_snap {
 	size_t nsubs;
 	struct fs_msg *msgs;
 	size_t nmsgs;
+	struct fs_stream *stream; /* the first listing, still arriving: listed
+				   * after subs instead of msgs */
 	uint64_t hash; /* of the names in order: what a cached readdir would show */
 };
 
@@ -255,6 +258,11 @@ static void ops_snap_free(struct dir_snap *s)
 {
 	if (!s)
 		return;
+	if (s->stream) {
+		pthread_mutex_lock(&s->dir->lock);
+		sync_stream_unref_locked(s->stream);
+		pthread_mutex_unlock(&s->dir->lock);
+	}
 	for (size_t i = 0; i < s->nsubs; i++)
 		if (i >= 2)
 			free(s->subs[i].name);
@@ -300,12 +308,19 @@ static void ops_handle_link(struct fs *fs, struct dir_snap *s, struct fuse_file_
 	s->hash = ops_snap_hash(s);
 	pthread_mutex_lock(&fs->handles_lock);
 	for (struct dir_snap *o = fs->open_dirs; o; o = o->next)
-		if (o->dir == dir && o->hash != s->hash)
+		if (o->dir == dir && !o->stream && o->hash != s->hash)
 			others_differ = true;
-	fi->keep_cache = dir->kcache_valid && dir->kcache_hash == s->hash && !others_differ;
-	fi->cache_readdir = !others_differ;
-	dir->kcache_valid = !others_differ;
-	dir->kcache_hash = s->hash;
+	if (s->stream) { /* an unfinished listing: never cached */
+		log_debug("%s: listing it while it arrives", dir->name);
+		fi->keep_cache = 0;
+		fi->cache_readdir = 0;
+		dir->kcache_valid = false;
+	} else {
+		fi->keep_cache = dir->kcache_valid && dir->kcache_hash == s->hash && !others_differ;
+		fi->cache_readdir = !others_differ;
+		dir->kcache_valid = !others_differ;
+		dir->kcache_hash = s->hash;
+	}
 	s->prev = NULL;
 	s->next = fs->open_dirs;
 	if (s->next)
@@ -364,14 +379,21 @@ static void ops_snap_add_new(struct fs *fs, struct fs_dir *dir, struct dir_snap 
 	free(st);
 }
 
-static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out)
+static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct fs_stream *stream,
+			struct dir_snap **out)
 {
 	struct dir_snap *s = calloc(1, sizeof(*s));
+	bool nomem = false;
 	size_t n = 2;
 
-	if (!s)
+	if (!s) {
+		pthread_mutex_lock(&dir->lock);
+		sync_stream_unref_locked(stream);
+		pthread_mutex_unlock(&dir->lock);
 		return -ENOMEM;
+	}
 	s->dir = dir;
+	s->stream = stream; /* the reference is the handle's now */
 	pthread_rwlock_rdlock(&fs->tree_lock);
 	for (struct fs_dir *c = dir->first_child; c; c = c->next_sibling)
 		n += c->visible;
@@ -399,7 +421,7 @@ static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out
 	ops_snap_add_new(fs, dir, s); /* files being written or in the outbox */
 
 	pthread_mutex_lock(&dir->lock);
-	if (dir->nmsgs) {
+	if (dir->nmsgs && !s->stream) {
 		s->msgs = malloc(dir->nmsgs * sizeof(*s->msgs));
 		if (s->msgs) {
 			/* in file-name order, as ls and globs sort: a scan by
@@ -412,10 +434,12 @@ static int ops_snap_new(struct fs *fs, struct fs_dir *dir, struct dir_snap **out
 				memcpy(s->msgs, dir->msgs, dir->nmsgs * sizeof(*s->msgs));
 			}
 			s->nmsgs = dir->nmsgs;
+		} else {
+			nomem = true;
 		}
 	}
 	pthread_mutex_unlock(&dir->lock);
-	if (dir->nmsgs && !s->msgs) {
+	if (nomem) {
 		ops_snap_free(s);
 		return -ENOMEM;
 	}
@@ -427,6 +451,7 @@ static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 {
 	struct fs *fs = ops_fs(req);
 	struct fs_dir *dir = tree_dir(fs, ino);
+	struct fs_stream *stream = NULL;
 	struct dir_snap *s;
 	int r;
 
@@ -439,9 +464,9 @@ static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		fuse_reply_err(req, -r);
 		return;
 	}
-	r = sync_dir_fresh(fs, dir, ops_refresh_ms(fs));
+	r = sync_dir_fresh_or_stream(fs, dir, ops_refresh_ms(fs), &stream);
 	if (r == 0)
-		r = ops_snap_new(fs, dir, &s);
+		r = ops_snap_new(fs, dir, stream, &s);
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
@@ -454,12 +479,82 @@ static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	}
 }
 
+/* Add one entry at *pos; false when it does not fit (the reply is full). */
+static bool ops_add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos, const char *name,
+			  const struct fuse_entry_param *e, off_t next, bool plus)
+{
+	size_t len;
+
+	if (plus)
+		len = fuse_add_direntry_plus(req, buf + *pos, size - *pos, name, e, next);
+	else
+		len = fuse_add_direntry(req, buf + *pos, size - *pos, name, &e->attr, next);
+	if (len > size - *pos)
+		return false;
+	*pos += len;
+	return true;
+}
+
+static void ops_msg_entry(struct fs *fs, const struct fs_dir *dir, const struct fs_msg *m,
+			  struct fuse_entry_param *e, char *name, size_t name_size)
+{
+	memset(e, 0, sizeof(*e));
+	names_message_format(m->uid, name, name_size);
+	fs_stat_msg(fs, dir, m, &e->attr);
+	e->attr_timeout = e->entry_timeout = FS_MSG_TIMEOUT;
+	e->ino = e->attr.st_ino;
+}
+
+#define OPS_STREAM_CHUNK 64
+
+/* Entries from a listing still arriving, from its index j on: waits only
+ * while the reply is empty. 0, or an errno when nothing could be listed. */
+static int ops_stream_entries(fuse_req_t req, struct fs *fs, struct dir_snap *s, size_t j,
+			      char *buf, size_t size, size_t *pos, bool plus)
+{
+	struct fs_stream *st = s->stream;
+	struct fs_dir *dir = s->dir;
+	struct fs_msg chunk[OPS_STREAM_CHUNK];
+
+	for (;;) {
+		struct timespec deadline;
+		size_t got = 0;
+		int err = 0;
+
+		fs_deadline(&deadline, fs->timeout_ms);
+		pthread_mutex_lock(&dir->lock);
+		while (j >= st->n && !st->done && *pos == 0)
+			if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT) {
+				err = ETIMEDOUT;
+				break;
+			}
+		if (j < st->n) {
+			got = st->n - j < OPS_STREAM_CHUNK ? st->n - j : OPS_STREAM_CHUNK;
+			memcpy(chunk, st->msgs + j, got * sizeof(*chunk));
+		} else if (!err && st->done && st->error && *pos == 0) {
+			err = -st->error;
+		}
+		pthread_mutex_unlock(&dir->lock);
+		if (got == 0)
+			return *pos == 0 ? err : 0;
+		for (size_t k = 0; k < got; k++, j++) {
+			struct fuse_entry_param e;
+			char name[NAMES_MESSAGE_MAX];
+
+			ops_msg_entry(fs, dir, &chunk[k], &e, name, sizeof(name));
+			if (!ops_add_entry(req, buf, size, pos, name, &e, (off_t)(s->nsubs + j + 1),
+					   plus))
+				return 0;
+		}
+	}
+}
+
 static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			       struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = ops_fs(req);
 	struct dir_snap *s = (struct dir_snap *)(uintptr_t)fi->fh;
-	size_t total, pos = 0;
+	size_t total, i, pos = 0;
 	char *buf;
 
 	(void)ino;
@@ -473,35 +568,33 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 		return;
 	}
 	total = s->nsubs + s->nmsgs;
-	for (size_t i = off < 0 ? 0 : (size_t)off; i < total; i++) {
+	for (i = off < 0 ? 0 : (size_t)off; i < total; i++) {
 		struct fuse_entry_param e;
 		char msgname[NAMES_MESSAGE_MAX];
 		const char *name;
-		size_t len;
 
-		memset(&e, 0, sizeof(e));
 		if (i < s->nsubs) {
+			memset(&e, 0, sizeof(e));
 			name = s->subs[i].name;
 			e.attr = s->subs[i].st;
 			e.attr_timeout = e.entry_timeout = ops_dir_timeout(fs);
+			e.ino = e.attr.st_ino;
 		} else {
-			const struct fs_msg *m = &s->msgs[i - s->nsubs];
-
-			names_message_format(m->uid, msgname, sizeof(msgname));
+			ops_msg_entry(fs, s->dir, &s->msgs[i - s->nsubs], &e, msgname,
+				      sizeof(msgname));
 			name = msgname;
-			fs_stat_msg(fs, s->dir, m, &e.attr);
-			e.attr_timeout = e.entry_timeout = FS_MSG_TIMEOUT;
 		}
-		e.ino = e.attr.st_ino;
-		if (plus)
-			len = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e,
-						     (off_t)(i + 1));
-		else
-			len = fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr,
-						(off_t)(i + 1));
-		if (len > size - pos)
+		if (!ops_add_entry(req, buf, size, &pos, name, &e, (off_t)(i + 1), plus))
 			break;
-		pos += len;
+	}
+	if (s->stream && i >= total) {
+		int err = ops_stream_entries(req, fs, s, i - s->nsubs, buf, size, &pos, plus);
+
+		if (err) {
+			fuse_reply_err(req, err);
+			free(buf);
+			return;
+		}
 	}
 	fuse_reply_buf(req, buf, pos);
 	free(buf);

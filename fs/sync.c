@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "imapfs/log.h"
 #include "imapfs/mutf7.h"
@@ -190,16 +191,6 @@ bool sync_name_order_locked(struct fs_dir *dir, bool force)
 	dir->name_for_n = n;
 	dir->name_for_first_uid = n ? dir->msgs[0].uid : 0;
 	return true;
-}
-
-/* Wait on dir->cond until *gen changes or the deadline passes. */
-static int sync_wait_gen_locked(struct fs_dir *dir, const unsigned *gen, unsigned old,
-				const struct timespec *deadline)
-{
-	while (*gen == old)
-		if (pthread_cond_timedwait(&dir->cond, &dir->lock, deadline) == ETIMEDOUT)
-			return -ETIMEDOUT;
-	return 0;
 }
 
 /* --- the mailbox list --- */
@@ -508,6 +499,8 @@ static int sync_publish(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id, b
 	return 0;
 }
 
+#define STREAM_BATCH 256 /* messages handed to a streaming listing at once */
+
 struct meta_ctx {
 	struct cache_batch *batch;
 	uint32_t known_max;   /* UIDs above are new: stored whole */
@@ -516,7 +509,88 @@ struct meta_ctx {
 	size_t n, cap;
 	bool collect;
 	int error;
+	/* a first listing: new messages also go to dir->stream, in batches */
+	struct fs_dir *stream_dir;
+	struct fs_msg pending[STREAM_BATCH];
+	size_t npending;
 };
+
+/* Tests only: IMAPFS_TEST_LISTING_DELAY_MS slows a streaming listing down
+ * after each batch, so a test can list a directory while it arrives. */
+static unsigned sync_test_listing_delay_ms(void)
+{
+	static int delay = -1;
+	int d = __atomic_load_n(&delay, __ATOMIC_RELAXED);
+
+	if (d < 0) {
+		const char *v = getenv("IMAPFS_TEST_LISTING_DELAY_MS");
+
+		d = v ? atoi(v) : 0;
+		if (d < 0 || d > 10000)
+			d = 0;
+		__atomic_store_n(&delay, d, __ATOMIC_RELAXED);
+	}
+	return (unsigned)d;
+}
+
+/* Hand the pending messages to the streaming listing (readers wake up). */
+static void sync_stream_flush(struct meta_ctx *ctx)
+{
+	struct fs_dir *dir = ctx->stream_dir;
+	struct fs_stream *st;
+	unsigned delay = sync_test_listing_delay_ms();
+
+	if (!dir || ctx->npending == 0)
+		return;
+	pthread_mutex_lock(&dir->lock);
+	st = dir->stream;
+	if (st && st->n + ctx->npending > st->cap) {
+		size_t cap = st->cap ? st->cap : 4096;
+		struct fs_msg *bigger;
+
+		while (cap < st->n + ctx->npending)
+			cap *= 2;
+		bigger = realloc(st->msgs, cap * sizeof(*bigger));
+		if (bigger) {
+			st->msgs = bigger;
+			st->cap = cap;
+		} else {
+			/* readers wait for the end of the listing instead */
+			st->done = true;
+			st->error = -ENOMEM;
+			dir->stream = NULL;
+			sync_stream_unref_locked(st);
+			ctx->stream_dir = NULL;
+			st = NULL;
+		}
+	}
+	if (st) {
+		memcpy(st->msgs + st->n, ctx->pending, ctx->npending * sizeof(*st->msgs));
+		st->n += ctx->npending;
+		pthread_cond_broadcast(&dir->cond);
+	}
+	pthread_mutex_unlock(&dir->lock);
+	ctx->npending = 0;
+	if (delay)
+		usleep(delay * 1000);
+}
+
+/* The streaming listing of dir ends: readers see its result; dir lets go
+ * of it. */
+static void sync_stream_end(struct fs_dir *dir, int result)
+{
+	if (!dir)
+		return;
+	pthread_mutex_lock(&dir->lock);
+	if (dir->stream) {
+		dir->stream->done = true;
+		dir->stream->error = result;
+		sync_stream_unref_locked(dir->stream);
+		dir->stream = NULL;
+		pthread_cond_broadcast(&dir->cond);
+	}
+	pthread_mutex_unlock(&dir->lock);
+}
 
 /* flags without \Recent: it belongs to one session, not to the message */
 static void sync_flags_without_recent(const char *in, char *out)
@@ -582,6 +656,16 @@ static int sync_meta_cb(void *arg, const struct imap_msg_meta *meta)
 		};
 
 		r = cache_batch_put(ctx->batch, &msg);
+		if (r == 0 && ctx->stream_dir) {
+			struct fs_msg *m = &ctx->pending[ctx->npending++];
+
+			memset(m, 0, sizeof(*m));
+			m->uid = meta->uid;
+			m->size = meta->size;
+			m->internaldate = meta->internaldate;
+			if (ctx->npending == STREAM_BATCH)
+				sync_stream_flush(ctx);
+		}
 	} else if (meta->have & IMAP_META_FLAGS) {
 		r = cache_batch_set_flags(ctx->batch, meta->uid, flags, meta->modseq);
 	} else {
@@ -627,9 +711,11 @@ static int sync_fetch_meta(struct pool_conn *conn, const char *set, unsigned ite
 	return ctx->error;
 }
 
-/* Everything afresh: UID FETCH 1:* and keep only what the server has. */
+/* Everything afresh: UID FETCH 1:* and keep only what the server has.
+ * stream_dir: a directory showing no messages yet, whose readers may list
+ * the answer while it arrives. */
 static int sync_listing_full(struct fs *fs, struct pool_conn *conn, int64_t id, unsigned items,
-			     const struct imap_select_info *info)
+			     const struct imap_select_info *info, struct fs_dir *stream_dir)
 {
 	struct meta_ctx ctx = { .collect = true };
 	int r;
@@ -637,8 +723,30 @@ static int sync_listing_full(struct fs *fs, struct pool_conn *conn, int64_t id, 
 	r = cache_batch_begin(fs->cache, id, &ctx.batch);
 	if (r)
 		return r;
+	if (stream_dir && info->exists > 0) {
+		pthread_mutex_lock(&stream_dir->lock);
+		if (!stream_dir->stream && stream_dir->nmsgs == 0) {
+			struct fs_stream *st = calloc(1, sizeof(*st));
+
+			if (st) {
+				st->refs = 1;
+				stream_dir->stream = st;
+				stream_dir->streamed = true; /* until the job is done */
+				ctx.stream_dir = stream_dir;
+				pthread_cond_broadcast(&stream_dir->cond);
+			}
+		}
+		pthread_mutex_unlock(&stream_dir->lock);
+	}
 	if (info->exists > 0)
 		r = sync_fetch_meta(conn, "1:*", items, 0, &ctx);
+	/* the listing is the server's answer: readers have it all now, before
+	 * it is stored (later opens wait for the stored one) */
+	if (r == 0)
+		sync_stream_flush(&ctx);
+	sync_stream_end(ctx.stream_dir, r);
+	if (ctx.stream_dir && sync_test_listing_delay_ms())
+		usleep(sync_test_listing_delay_ms() * 10000); /* readers meet the unpublished listing */
 	if (r == 0) {
 		if (ctx.n)
 			qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
@@ -728,12 +836,12 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 		r = cache_mailbox_set_state(fs->cache, id, info.uidvalidity, 0, 0, 0);
 		if (r)
 			goto out;
-		r = sync_listing_full(fs, conn, id, items, &info);
+		r = sync_listing_full(fs, conn, id, items, &info, dir);
 	} else if (info.highestmodseq > 0 && cached.highestmodseq == info.highestmodseq &&
 		   info.uidnext != 0 && cached.uidnext == info.uidnext && count == info.exists) {
 		r = 0; /* nothing changed */
 	} else if (count == 0) {
-		r = sync_listing_full(fs, conn, id, items, &info);
+		r = sync_listing_full(fs, conn, id, items, &info, dir);
 	} else {
 		r = sync_listing_incremental(fs, conn, id, items, &info, &cached, max_uid);
 		if (r == 0)
@@ -741,7 +849,7 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 		if (r == 0 && count != info.exists) {
 			log_debug("%s: %llu cached, server has %u: full listing", server_name,
 				  (unsigned long long)count, info.exists);
-			r = sync_listing_full(fs, conn, id, items, &info);
+			r = sync_listing_full(fs, conn, id, items, &info, NULL);
 		}
 	}
 	if (r)
@@ -771,6 +879,7 @@ static void sync_listing_done(struct fs *fs, void *arg, int result)
 
 	(void)fs;
 	pthread_mutex_lock(&dir->lock);
+	dir->streamed = false;
 	dir->syncing = false;
 	dir->sync_background = false;
 	dir->sync_error = result;
@@ -779,13 +888,46 @@ static void sync_listing_done(struct fs *fs, void *arg, int result)
 	pthread_mutex_unlock(&dir->lock);
 }
 
-int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms)
+void sync_stream_unref_locked(struct fs_stream *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	free(s->msgs);
+	free(s);
+}
+
+void sync_wait_streamed(struct fs *fs, struct fs_dir *dir)
 {
 	struct timespec deadline;
+	unsigned gen;
+
+	pthread_mutex_lock(&dir->lock);
+	if (dir->streamed) {
+		gen = dir->sync_gen;
+		fs_deadline(&deadline, fs->timeout_ms);
+		while (dir->streamed && dir->sync_gen == gen)
+			if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT)
+				break;
+	}
+	pthread_mutex_unlock(&dir->lock);
+}
+
+int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms)
+{
+	return sync_dir_fresh_or_stream(fs, dir, max_age_ms, NULL);
+}
+
+int sync_dir_fresh_or_stream(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms,
+			     struct fs_stream **stream_out)
+{
+	struct timespec deadline;
+	unsigned gen;
 	int64_t id;
 	bool have;
 	int r = 0;
 
+	if (stream_out)
+		*stream_out = NULL;
 	sync_dir_mailbox(fs, dir, &id, NULL);
 	if (!id)
 		return 0; /* not a mailbox: nothing to list */
@@ -811,7 +953,18 @@ int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms)
 		dir->sync_background = false;
 	}
 	fs_deadline(&deadline, fs->timeout_ms);
-	r = sync_wait_gen_locked(dir, &dir->sync_gen, dir->sync_gen, &deadline);
+	gen = dir->sync_gen;
+	while (dir->sync_gen == gen) {
+		if (stream_out && dir->stream && !dir->stream->done) {
+			dir->stream->refs++;
+			*stream_out = dir->stream;
+			goto out;
+		}
+		if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT) {
+			r = -ETIMEDOUT;
+			break;
+		}
+	}
 	if (r == 0)
 		r = dir->sync_error;
 out:
@@ -1604,6 +1757,8 @@ void sync_dir_free(struct fs_dir *dir)
 	 * every head job has dropped its reference */
 	sync_head_unref_locked(dir->head);
 	dir->head = NULL;
+	sync_stream_unref_locked(dir->stream);
+	dir->stream = NULL;
 	free(dir->name_order);
 	free(dir->name_pos);
 	free(dir->name_bytes);

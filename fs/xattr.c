@@ -53,6 +53,7 @@ static int xattr_message(struct fs *fs, fuse_ino_t ino, struct fs_dir **dir_out,
 	pthread_rwlock_rdlock(&fs->tree_lock);
 	*mailbox_id_out = dir->mailbox_id;
 	pthread_rwlock_unlock(&fs->tree_lock);
+	sync_wait_streamed(fs, dir);
 	pthread_mutex_lock(&dir->lock);
 	idx = dir->loaded ? sync_find_locked(dir, FS_INO_UID(ino)) : -1;
 	if (idx >= 0)

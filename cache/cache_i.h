@@ -62,8 +62,6 @@
 #define CACHE_WAL_LIMIT 2097152
 /* page cache per connection, KiB: 32 pages */
 #define CACHE_PAGE_CACHE_KIB 512
-/* statement journal bytes kept in memory (see cache_sqlite_setup) */
-#define CACHE_STMT_SPILL (1024 * 1024)
 #define CACHE_STR_(x) #x
 #define CACHE_STR(x) CACHE_STR_(x)
 

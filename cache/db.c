@@ -391,6 +391,18 @@ static int cache_db_open(const char *path, int busy_timeout_ms, bool create, sql
 	 */
 	if (rc == SQLITE_OK)
 		rc = cache_exec(db, cache_wal_sql, "setting the WAL size");
+	/*
+	 * A savepoint (each write inside a cache_write_begin group) keeps the
+	 * pages it changes in a statement journal, which spills to a temporary
+	 * file past 64 KiB: four of our pages, so nearly every body of a group
+	 * went through a new file in /var/tmp. Keep it in memory (SQLite's
+	 * own setting for a larger spill size, SQLITE_CONFIG_STMTJRNL_SPILL,
+	 * fails with SQLITE_FULL in 3.40 when a journal is rolled back to a
+	 * savepoint and then spills). Temporary tables, which the cache does
+	 * not use, would be in memory too.
+	 */
+	if (rc == SQLITE_OK)
+		rc = cache_exec(db, "PRAGMA temp_store = MEMORY", "setting temp_store");
 	if (rc != SQLITE_OK) {
 		sqlite3_close(db);
 		return rc;
@@ -757,18 +769,31 @@ static int cache_query_is(sqlite3 *db, const char *sql, const char *want)
  * size only outside WAL mode, rewrites it. If another process holds the
  * file (WAL mode cannot be left), the old size is kept for now.
  */
-static int cache_page_size_set(sqlite3 *db, const char *path, int64_t version)
+static int cache_page_size_set(sqlite3 *db, const char *path, int busy_timeout_ms,
+			       int64_t version)
 {
 	int64_t size = 0;
 	int ret = cache_query_int(db, "PRAGMA page_size", &size);
+	int rc;
 
 	if (ret || size == CACHE_PAGE_SIZE)
 		return ret;
-	ret = cache_query_is(db, "PRAGMA journal_mode = DELETE", "delete");
+	/* No waiting: whoever holds the file keeps it. */
+	sqlite3_busy_timeout(db, 0);
+	rc = sqlite3_exec(db, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+	sqlite3_busy_timeout(db, busy_timeout_ms);
+	if (rc == SQLITE_OK)
+		ret = cache_query_is(db, "PRAGMA journal_mode", "delete");
+	else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		ret = 0;
+	else
+		ret = cache_rc_is_damage(rc) ? CACHE_OPEN_DAMAGED : -EIO;
 	if (ret <= 0) {
 		if (ret == 0)
 			log_warnx("cache: %s in use elsewhere; keeping its %lld-byte pages", path,
 				  (long long)size);
+		else if (ret == -EIO)
+			log_warnx("cache: leaving WAL mode in %s: %s", path, sqlite3_errmsg(db));
 		return ret;
 	}
 	if (version > 0) {
@@ -863,7 +888,7 @@ static int cache_db_prepare(struct cache *c)
 		ret = CACHE_OPEN_DAMAGED;
 		goto out_close;
 	}
-	ret = cache_page_size_set(db, c->path, version);
+	ret = cache_page_size_set(db, c->path, c->busy_timeout_ms, version);
 	if (ret == 0)
 		ret = cache_exec_checked(db, "PRAGMA journal_mode = WAL", "setting WAL mode");
 	if (ret == 0)
@@ -943,28 +968,10 @@ static void cache_move_aside(const char *path)
 	free(aside);
 }
 
-/*
- * Process-wide SQLite settings, before SQLite initialises (it refuses
- * them after; the cache is the only user of SQLite in imapfs). A savepoint
- * (each write inside a cache_write_begin group) keeps the pages it changes
- * in a statement journal that spills to a temporary file past 64 KiB, four
- * of our pages: nearly every body of a group went through a file in
- * /var/tmp. Keep up to 1 MiB of it in memory.
- */
-static pthread_once_t cache_sqlite_once = PTHREAD_ONCE_INIT;
-
-static void cache_sqlite_setup(void)
-{
-	if (sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, CACHE_STMT_SPILL) != SQLITE_OK)
-		log_debug("cache: SQLite already initialised; statement journals spill at 64 KiB");
-}
-
 int cache_open(const char *path, const struct cache_params *params, struct cache **out)
 {
 	struct cache *c;
 	int ret;
-
-	pthread_once(&cache_sqlite_once, cache_sqlite_setup);
 
 	if (!path || !*path || !out)
 		return -EINVAL;

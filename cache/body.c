@@ -51,8 +51,17 @@ static uint64_t cache_clock_tick(struct cache *c)
 	return __atomic_fetch_add(&c->clock, 1, __ATOMIC_RELAXED);
 }
 
+/* Bind a body's key, (mailbox_id, uid, id), to ?1, ?2, ?3. */
+static void cache_body_bind_key(sqlite3_stmt *st, int64_t mailbox_id, uint32_t uid, int64_t id)
+{
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, uid);
+	sqlite3_bind_int64(st, 3, id);
+}
+
 /* Inside a write transaction: delete one body's chunks and row. */
-static int cache_body_delete_id(struct cache_conn *cn, int64_t id)
+static int cache_body_delete_id(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid,
+				int64_t id)
 {
 	sqlite3_stmt *st = cache_stmt(cn, ST_CHUNK_DELETE);
 	int ret;
@@ -64,7 +73,11 @@ static int cache_body_delete_id(struct cache_conn *cn, int64_t id)
 	ret = cache_stmt_run(cn, st, "deleting body chunks");
 	if (ret)
 		return ret;
-	return cache_stmt_run_key(cn, ST_BODY_DELETE_ID, id, "deleting a body");
+	st = cache_stmt(cn, ST_BODY_DELETE_ID);
+	if (!st)
+		return -EIO;
+	cache_body_bind_key(st, mailbox_id, uid, id);
+	return cache_stmt_run(cn, st, "deleting a body");
 }
 
 /* Inside a write transaction: delete the bodies (complete or being
@@ -74,7 +87,10 @@ int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_
 {
 	struct cache_delta *d = cache_txn_delta(cn);
 	sqlite3_stmt *st = cache_stmt(cn, ST_BODY_RANGE);
-	int64_t *ids = NULL, *p;
+	struct cache_body_key {
+		int64_t id;
+		uint32_t uid;
+	} *keys = NULL, *p;
 	size_t count = 0, size = 0, i;
 	int ret, complete = 0;
 
@@ -86,14 +102,15 @@ int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_
 	while ((ret = cache_stmt_row(cn, st, "finding bodies")) > 0) {
 		if (count == size) {
 			size = size ? size * 2 : 16;
-			p = realloc(ids, size * sizeof(*ids));
+			p = realloc(keys, size * sizeof(*keys));
 			if (!p) {
 				ret = -ENOMEM;
 				break;
 			}
-			ids = p;
+			keys = p;
 		}
-		ids[count++] = sqlite3_column_int64(st, 0);
+		keys[count].id = sqlite3_column_int64(st, 0);
+		keys[count++].uid = (uint32_t)sqlite3_column_int64(st, 3);
 		if (sqlite3_column_int(st, 2)) {
 			d->bodies--;
 			d->body_bytes -= sqlite3_column_int64(st, 1);
@@ -102,14 +119,15 @@ int cache_bodies_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint32_
 	}
 	cache_stmt_done(st);
 	for (i = 0; !ret && i < count; i++)
-		ret = cache_body_delete_id(cn, ids[i]);
-	free(ids);
+		ret = cache_body_delete_id(cn, mailbox_id, keys[i].uid, keys[i].id);
+	free(keys);
 	return ret ? ret : complete;
 }
 
 /* --- the list of reads not yet written down --- */
 
-static void cache_body_touch(struct cache *c, struct cache_conn *cn, int64_t body_id)
+static void cache_body_touch(struct cache *c, struct cache_conn *cn, int64_t mailbox_id,
+			     uint32_t uid, int64_t body_id)
 {
 	uint64_t now = cache_clock_tick(c);
 	bool full = false;
@@ -125,6 +143,8 @@ static void cache_body_touch(struct cache *c, struct cache_conn *cn, int64_t bod
 		}
 	}
 	if (c->touch_count < c->touch_size) {
+		c->touches[c->touch_count].mailbox_id = mailbox_id;
+		c->touches[c->touch_count].uid = uid;
 		c->touches[c->touch_count].body_id = body_id;
 		c->touches[c->touch_count].clock = now;
 		c->touch_count++;
@@ -160,8 +180,8 @@ int cache_touches_flush(struct cache_conn *cn)
 		goto out_free;
 	}
 	for (i = 0; i < count && !ret; i++) {
-		sqlite3_bind_int64(st, 1, list[i].body_id);
-		sqlite3_bind_int64(st, 2, (int64_t)list[i].clock);
+		cache_body_bind_key(st, list[i].mailbox_id, list[i].uid, list[i].body_id);
+		sqlite3_bind_int64(st, 4, (int64_t)list[i].clock);
 		ret = cache_stmt_run(cn, st, "recording reads");
 	}
 out_free:
@@ -186,7 +206,8 @@ static int cache_evict_protect(struct cache_conn *cn, int64_t protect_id)
 	struct cache *c = cn->cache;
 	uint64_t budget = __atomic_load_n(&c->budget, __ATOMIC_RELAXED);
 	struct cache_delta *d = cache_txn_delta(cn);
-	int64_t total, ids[64], sizes[64];
+	int64_t total, ids[64], sizes[64], mailboxes[64];
+	uint32_t uids[64];
 	sqlite3_stmt *st;
 	int i, n, rc = SQLITE_DONE, ret, evicted;
 
@@ -208,6 +229,8 @@ static int cache_evict_protect(struct cache_conn *cn, int64_t protect_id)
 		while (n < 64 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 			ids[n] = sqlite3_column_int64(st, 0);
 			sizes[n] = sqlite3_column_int64(st, 1);
+			mailboxes[n] = sqlite3_column_int64(st, 2);
+			uids[n] = (uint32_t)sqlite3_column_int64(st, 3);
 			if (ids[n] != protect_id)
 				n++;
 		}
@@ -218,7 +241,7 @@ static int cache_evict_protect(struct cache_conn *cn, int64_t protect_id)
 		sqlite3_reset(st);
 		evicted = 0;
 		for (i = 0; i < n && total > (int64_t)budget; i++) {
-			ret = cache_body_delete_id(cn, ids[i]);
+			ret = cache_body_delete_id(cn, mailboxes[i], uids[i], ids[i]);
 			if (ret)
 				return ret;
 			total -= sizes[i];
@@ -297,18 +320,19 @@ static int cache_body_insert_row(struct cache_body_writer *w, bool complete)
 {
 	struct cache_conn *cn = w->conn;
 	sqlite3_stmt *st = cache_stmt(cn, complete ? ST_BODY_INSERT_COMPLETE : ST_BODY_INSERT);
+	int64_t id;
 	int ret;
 
 	if (!st)
 		return -EIO;
-	sqlite3_bind_int64(st, 1, w->mailbox_id);
-	sqlite3_bind_int64(st, 2, w->uid);
-	sqlite3_bind_int64(st, 3, (int64_t)w->expected);
+	id = __atomic_fetch_add(&w->cache->next_body_id, 1, __ATOMIC_RELAXED);
+	cache_body_bind_key(st, w->mailbox_id, w->uid, id);
+	sqlite3_bind_int64(st, 4, (int64_t)w->expected);
 	if (complete)
-		sqlite3_bind_int64(st, 4, (int64_t)cache_clock_tick(w->cache));
+		sqlite3_bind_int64(st, 5, (int64_t)cache_clock_tick(w->cache));
 	ret = cache_stmt_run(cn, st, "storing a body");
 	if (ret == 0)
-		w->body_id = sqlite3_last_insert_rowid(cn->db);
+		w->body_id = id;
 	return ret;
 }
 
@@ -349,7 +373,13 @@ static int cache_body_flush(struct cache_body_writer *w)
 		ret = cache_body_insert_row(w, false);
 	} else {
 		/* Still there? An expunge or a UIDVALIDITY change drops it. */
-		ret = cache_stmt_run_key(cn, ST_BODY_CHECK, w->body_id, "storing a body");
+		sqlite3_stmt *st = cache_stmt(cn, ST_BODY_CHECK);
+
+		ret = -EIO;
+		if (st) {
+			cache_body_bind_key(st, w->mailbox_id, w->uid, w->body_id);
+			ret = cache_stmt_run(cn, st, "storing a body");
+		}
 		if (ret == 0 && sqlite3_changes(cn->db) == 0)
 			ret = -ENOENT;
 	}
@@ -407,7 +437,7 @@ static void cache_body_discard(struct cache_body_writer *w)
 	if (w->body_id == 0)
 		return;
 	if (cache_txn_begin(cn) == 0)
-		cache_txn_end(cn, cache_body_delete_id(cn, w->body_id));
+		cache_txn_end(cn, cache_body_delete_id(cn, w->mailbox_id, w->uid, w->body_id));
 	/* If that failed too, cache_open drops the rows next time. */
 	w->body_id = 0;
 }
@@ -472,7 +502,7 @@ int cache_body_commit(struct cache_body_writer *w)
 	}
 	cache_stmt_done(st);
 	if (ret == 0 && old_id) {
-		ret = cache_body_delete_id(cn, old_id);
+		ret = cache_body_delete_id(cn, w->mailbox_id, w->uid, old_id);
 		d->bodies--;
 		d->body_bytes -= old_size;
 	}
@@ -490,8 +520,8 @@ int cache_body_commit(struct cache_body_writer *w)
 		if (!ret && !st)
 			ret = -EIO;
 		if (ret == 0) {
-			sqlite3_bind_int64(st, 1, w->body_id);
-			sqlite3_bind_int64(st, 2, (int64_t)cache_clock_tick(w->cache));
+			cache_body_bind_key(st, w->mailbox_id, w->uid, w->body_id);
+			sqlite3_bind_int64(st, 4, (int64_t)cache_clock_tick(w->cache));
 			ret = cache_stmt_run(cn, st, "storing a body");
 		}
 		if (ret == 0 && sqlite3_changes(cn->db) == 0)
@@ -590,7 +620,7 @@ out_put:
 	sqlite3_blob_close(blob);
 	cache_stmt_put(cn, ST_BODY_FIND, st);
 	if (ret == 0)
-		cache_body_touch(c, cn, body_id);
+		cache_body_touch(c, cn, mailbox_id, uid, body_id);
 	return ret;
 }
 

@@ -21,7 +21,10 @@
  *           uidvalidity, uidnext, highestmodseq, synced_at)
  *   message(mailbox_id, uid, size, internaldate, modseq, flags)
  *           WITHOUT ROWID, primary key (mailbox_id, uid)
- *   body(id AUTOINCREMENT, mailbox_id, uid, size, complete, last_read)
+ *   body(mailbox_id, uid, id, size, complete, last_read) WITHOUT ROWID,
+ *           primary key (mailbox_id, uid, id); id from cache->next_body_id,
+ *           never handed out twice while the cache is open, and at open
+ *           above every id held, so a writer's chunk rowids are its own
  *   body_chunk(id, data): chunk n of body b has rowid (b << 20) | n, so
  *           a chunk is found by arithmetic and read with sqlite3_blob_read
  *           (only the pages asked for), and a body's chunks are one rowid
@@ -30,7 +33,7 @@
  *          message_id, created_at, data)
  *
  * LRU: last_read is a logical clock (cache->clock), not a time. A hit only
- * appends (body id, clock) to cache->touches in memory; the list is written
+ * appends (body key, clock) to cache->touches in memory; the list is written
  * to the database by the next write transaction that evicts, or when it
  * grows past CACHE_TOUCH_MAX, or at close. A hit never writes by itself.
  */
@@ -44,7 +47,7 @@
 
 #include "imapfs/cache.h"
 
-#define CACHE_SCHEMA_VERSION 1
+#define CACHE_SCHEMA_VERSION 2
 #define CACHE_APPLICATION_ID 0x494d4653 /* "IMFS" */
 #define CACHE_CHUNK_SEQ_BITS 20
 #define CACHE_BODY_MAX ((uint64_t)CACHE_BODY_CHUNK << CACHE_CHUNK_SEQ_BITS)
@@ -147,6 +150,8 @@ struct cache_conn {
 };
 
 struct cache_touch {
+	int64_t mailbox_id;
+	uint32_t uid;
 	int64_t body_id;
 	uint64_t clock;
 };
@@ -163,6 +168,7 @@ struct cache {
 	uint64_t body_bytes;
 	uint64_t budget;                /* atomic */
 	uint64_t clock;                 /* atomic; logical time of reads */
+	int64_t next_body_id;           /* atomic; the next body id to hand out */
 	uint64_t hits, misses, evictions; /* atomic */
 
 	pthread_mutex_t touch_lock;

@@ -69,22 +69,24 @@ static const char *const cache_stmt_sql[ST_COUNT] = {
 
 	[ST_BODY_FIND] = "SELECT id, size FROM body WHERE mailbox_id = ?1 AND uid = ?2"
 			 " AND complete = 1",
-	[ST_BODY_RANGE] = "SELECT id, size, complete FROM body WHERE mailbox_id = ?1"
+	[ST_BODY_RANGE] = "SELECT id, size, complete, uid FROM body WHERE mailbox_id = ?1"
 			  " AND uid BETWEEN ?2 AND ?3",
 	[ST_BODY_DELETE_RANGE] = "DELETE FROM body WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3",
-	[ST_BODY_DELETE_ID] = "DELETE FROM body WHERE id = ?1",
+	[ST_BODY_DELETE_ID] = "DELETE FROM body WHERE mailbox_id = ?1 AND uid = ?2 AND id = ?3",
 	[ST_CHUNK_DELETE] = "DELETE FROM body_chunk WHERE id BETWEEN ?1 AND ?2",
-	[ST_BODY_INSERT] = "INSERT INTO body(mailbox_id, uid, size, complete, last_read)"
-			   " VALUES(?1, ?2, ?3, 0, 0)",
-	[ST_BODY_INSERT_COMPLETE] = "INSERT INTO body(mailbox_id, uid, size, complete, last_read)"
-				    " VALUES(?1, ?2, ?3, 1, ?4)",
-	[ST_BODY_CHECK] = "UPDATE body SET complete = 0 WHERE id = ?1 AND complete = 0",
+	[ST_BODY_INSERT] = "INSERT INTO body(mailbox_id, uid, id, size, complete, last_read)"
+			   " VALUES(?1, ?2, ?3, ?4, 0, 0)",
+	[ST_BODY_INSERT_COMPLETE] = "INSERT INTO body(mailbox_id, uid, id, size, complete,"
+				    " last_read) VALUES(?1, ?2, ?3, ?4, 1, ?5)",
+	[ST_BODY_CHECK] = "UPDATE body SET complete = 0 WHERE mailbox_id = ?1 AND uid = ?2"
+			  " AND id = ?3 AND complete = 0",
 	[ST_CHUNK_INSERT] = "INSERT INTO body_chunk(id, data) VALUES(?1, ?2)",
-	[ST_BODY_COMPLETE] = "UPDATE body SET complete = 1, last_read = ?2 WHERE id = ?1"
-			     " AND complete = 0",
-	[ST_BODY_TOUCH] = "UPDATE body SET last_read = ?2 WHERE id = ?1 AND last_read < ?2",
-	[ST_BODY_LRU] = "SELECT id, size FROM body WHERE complete = 1 ORDER BY last_read, id"
-			" LIMIT 64",
+	[ST_BODY_COMPLETE] = "UPDATE body SET complete = 1, last_read = ?4 WHERE mailbox_id = ?1"
+			     " AND uid = ?2 AND id = ?3 AND complete = 0",
+	[ST_BODY_TOUCH] = "UPDATE body SET last_read = ?4 WHERE mailbox_id = ?1 AND uid = ?2"
+			  " AND id = ?3 AND last_read < ?4",
+	[ST_BODY_LRU] = "SELECT id, size, mailbox_id, uid FROM body WHERE complete = 1"
+			" ORDER BY last_read LIMIT 64",
 
 	[ST_OB_PUT] = "INSERT INTO outbox(mailbox_id, name, flags, internaldate, size, message_id,"
 		      " created_at, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -136,6 +138,25 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	" message_id TEXT NOT NULL,"
 	" created_at INTEGER NOT NULL,"
 	" data BLOB NOT NULL);",
+
+	/*
+	 * 2: body keyed by (mailbox_id, uid, id) without a rowid, so no
+	 * separate index to find a message's body, and ids handed out by the
+	 * cache (cache->next_body_id), not AUTOINCREMENT, whose sqlite_sequence
+	 * row was one more page written by every body commit. Bodies dropped.
+	 */
+	"DROP TABLE body_chunk;"
+	"DROP TABLE body;"
+	"CREATE TABLE body ("
+	" mailbox_id INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL,"
+	" id INTEGER NOT NULL,"
+	" size INTEGER NOT NULL,"
+	" complete INTEGER NOT NULL,"
+	" last_read INTEGER NOT NULL,"
+	" PRIMARY KEY (mailbox_id, uid, id)) WITHOUT ROWID;"
+	"CREATE INDEX body_lru ON body(last_read) WHERE complete = 1;"
+	"CREATE TABLE body_chunk (id INTEGER PRIMARY KEY, data BLOB NOT NULL);",
 };
 
 int cache_sqlite_error(struct cache_conn *cn, int rc, const char *what)
@@ -899,8 +920,8 @@ static int cache_db_prepare(struct cache *c)
 		goto out_close;
 
 	rc = sqlite3_prepare_v2(db,
-				"SELECT count(*), total(size), (SELECT max(last_read) FROM body)"
-				" FROM body WHERE complete = 1",
+				"SELECT count(*), total(size), (SELECT max(last_read) FROM body),"
+				" (SELECT max(id) FROM body) FROM body WHERE complete = 1",
 				-1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
@@ -913,6 +934,8 @@ static int cache_db_prepare(struct cache *c)
 	c->body_bytes = (uint64_t)sqlite3_column_double(st, 1);
 	v = sqlite3_column_int64(st, 2);
 	c->clock = (uint64_t)v + 1;
+	v = sqlite3_column_int64(st, 3);
+	c->next_body_id = v + 1;
 out_close:
 	sqlite3_finalize(st);
 	sqlite3_close(db);

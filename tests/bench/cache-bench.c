@@ -46,7 +46,7 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void die(const char *what, int ret)
+__attribute__((noreturn)) static void die(const char *what, int ret)
 {
 	fprintf(stderr, "cache-bench: %s failed: %d\n", what, ret);
 	exit(1);

@@ -271,6 +271,108 @@ static void test_upgrade_deferred_while_in_use(void **state)
 	assert_kept(t, ob_id, data, sizeof(data));
 }
 
+/* A cache file as version 1 of the schema made it, 4 KiB pages, with an
+ * unsent message in the outbox, metadata and two bodies. */
+static const char v1_file_sql[] =
+	"PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
+	"CREATE TABLE mailbox (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+	" server_name TEXT NOT NULL UNIQUE, delimiter INTEGER NOT NULL DEFAULT 0,"
+	" attrs INTEGER NOT NULL DEFAULT 0, uidvalidity INTEGER NOT NULL DEFAULT 0,"
+	" uidnext INTEGER NOT NULL DEFAULT 0, highestmodseq INTEGER NOT NULL DEFAULT 0,"
+	" synced_at INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE message (mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL,"
+	" size INTEGER NOT NULL, internaldate INTEGER NOT NULL, modseq INTEGER NOT NULL,"
+	" flags TEXT NOT NULL, PRIMARY KEY (mailbox_id, uid)) WITHOUT ROWID;"
+	"CREATE TABLE body (id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox_id INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL, size INTEGER NOT NULL, complete INTEGER NOT NULL,"
+	" last_read INTEGER NOT NULL);"
+	"CREATE INDEX body_key ON body(mailbox_id, uid, complete);"
+	"CREATE INDEX body_lru ON body(last_read) WHERE complete = 1;"
+	"CREATE TABLE body_chunk (id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
+	"CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" mailbox_id INTEGER NOT NULL, name TEXT NOT NULL, flags TEXT NOT NULL,"
+	" internaldate INTEGER NOT NULL, size INTEGER NOT NULL, message_id TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL, data BLOB NOT NULL);"
+	"INSERT INTO mailbox VALUES(1, 'INBOX', 'INBOX', 47, 0, 100, 4, 77, 1234);"
+	"INSERT INTO message VALUES(1, 1, 3, 1700000000, 5, '\\Seen');"
+	"INSERT INTO message VALUES(1, 3, 4, 1700000001, 6, '');"
+	"INSERT INTO body VALUES(1, 1, 1, 3, 1, 10);"
+	"INSERT INTO body VALUES(2, 1, 3, 4, 1, 11);"
+	"INSERT INTO body_chunk VALUES(1 << 20, x'616263');"
+	"INSERT INTO body_chunk VALUES(2 << 20, x'64656667');"
+	"INSERT INTO outbox VALUES(7, 1, 'draft.eml', '\\Draft', -1, 5, '<x@y>', 99, x'68656c6c6f');"
+	"PRAGMA user_version = 1;";
+
+static void test_upgrade_from_version_1(void **state)
+{
+	struct tcache *t = *state;
+	struct ob_seen seen = { 0 };
+	struct cache_message m;
+	struct cache_mailbox mb;
+	struct cache_stats st;
+	unsigned char buf[16];
+	sqlite3 *db = NULL;
+	void *data = NULL;
+	size_t len = 0, got = 0;
+	char sql[400];
+
+	cache_close(t->c);
+	t->c = NULL;
+	snprintf(sql, sizeof(sql), "%s-wal", t->path);
+	unlink(sql);
+	snprintf(sql, sizeof(sql), "%s-shm", t->path);
+	unlink(sql);
+	assert_int_equal(unlink(t->path), 0);
+	assert_int_equal(sqlite3_open(t->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, v1_file_sql, NULL, NULL, NULL), SQLITE_OK);
+	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", CACHE_APPLICATION_ID);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	t->c = tcache_open(t->path, 0);
+	assert_int_equal(tcache_sql_int(t->c, "PRAGMA user_version"), 2);
+	assert_int_equal(tcache_sql_int(t->c, "PRAGMA page_size"), CACHE_PAGE_SIZE);
+	/* the outbox, the mailbox and the metadata stay */
+	assert_int_equal(cache_outbox_list(t->c, 1, ob_cb, &seen), 0);
+	assert_int_equal(seen.count, 1);
+	assert_int_equal(seen.id, 7);
+	assert_string_equal(seen.name, "draft.eml");
+	assert_int_equal(cache_outbox_get_data(t->c, 7, &data, &len), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(data, "hello", 5);
+	free(data);
+	assert_int_equal(cache_mailbox_get(t->c, 1, &mb), 0);
+	assert_int_equal(mb.uidvalidity, 100);
+	assert_int_equal(mb.highestmodseq, 77);
+	assert_int_equal(cache_message_get(t->c, 1, 3, &m), 0);
+	assert_int_equal(m.size, 4);
+	assert_int_equal(m.modseq, 6);
+	/* the bodies go */
+	assert_false(cache_body_has(t->c, 1, 1, NULL));
+	assert_false(cache_body_has(t->c, 1, 3, NULL));
+	cache_get_stats(t->c, &st);
+	assert_int_equal(st.bodies, 0);
+	assert_int_equal(tcache_sql_int(t->c, "SELECT count(*) FROM body_chunk"), 0);
+	/* and new ones work, the next outbox id follows the old ones */
+	assert_int_equal(tcache_put_body(t->c, 1, 3, 4, 4), 0);
+	assert_int_equal(cache_body_read(t->c, 1, 3, 1, buf, sizeof(buf), &got), 0);
+	assert_int_equal(got, 3);
+	assert_int_equal(tcache_check(buf, 3, 1, got), 0);
+	{
+		struct cache_outbox_entry e = { .mailbox_id = 1, .name = "b.eml",
+						.internaldate = -1, .size = 1 };
+		int64_t id = 0;
+
+		assert_int_equal(cache_outbox_put(t->c, &e, "x", 1, &id), 0);
+		assert_true(id > 7);
+	}
+	cache_close(t->c);
+	t->c = NULL;
+	tcache_assert_integrity(t->path);
+	t->c = tcache_open(t->path, 0);
+	assert_true(cache_body_has(t->c, 1, 3, NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +382,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upgrade_from_4k_keeps_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_deferred_while_in_use, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_version_1, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

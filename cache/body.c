@@ -60,8 +60,7 @@ static void cache_body_bind_key(sqlite3_stmt *st, int64_t mailbox_id, uint32_t u
 }
 
 /* Inside a write transaction: delete one body's chunks and row. */
-static int cache_body_delete_id(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid,
-				int64_t id)
+static int cache_body_delete_id(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid, int64_t id)
 {
 	sqlite3_stmt *st = cache_stmt(cn, ST_CHUNK_DELETE);
 	int ret;

@@ -56,6 +56,7 @@ struct notify;
 struct fs_fetch;
 struct fs_head;
 struct fs_stream;
+struct recent;
 struct dir_snap;
 
 /* One message in a directory's in-memory listing (a mirror of the cache's
@@ -136,6 +137,7 @@ struct fs {
 	struct imap_params params;   /* params.password points at password */
 	char *password;
 	struct cache *cache;
+	struct recent *recent;       /* small bodies just fetched (recent_i.h); may be NULL */
 	struct pool *pool;
 	struct notify *notify;
 	struct fuse_session *se;

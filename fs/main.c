@@ -27,8 +27,12 @@
 #include <unistd.h>
 
 #include "imapfs/log.h"
+#include "recent_i.h"
 
 #define PASSWORD_MAX 4096
+/* bodies just fetched kept for the next read: budget, and the largest */
+#define MAIN_RECENT_BYTES (8u << 20)
+#define MAIN_RECENT_MAX_BODY (128u << 10)
 
 static void main_strip_line(char *s)
 {
@@ -343,6 +347,9 @@ int main(int argc, char **argv)
 		log_errorx("cache %s: %s", opts.cache_path, strerror(-r));
 		goto out;
 	}
+	/* bodies just fetched, for the read that follows (none: reads use
+	 * the cache, a little slower) */
+	fs.recent = recent_new(MAIN_RECENT_BYTES, MAIN_RECENT_MAX_BODY);
 	r = pool_new(&fs, opts.connections, first, &fs.pool);
 	if (r) {
 		log_errorx("pool: %s", strerror(-r));
@@ -386,6 +393,15 @@ out:
 	imap_session_close(first);
 	ops_free_open_handles(&fs);
 	cache_close(fs.cache);
+	if (fs.recent) {
+		struct recent_stats rs;
+
+		recent_stats(fs.recent, &rs);
+		log_debug("recent bodies: %llu reads served from memory, %llu not, %llu dropped "
+			  "unread", (unsigned long long)rs.hits, (unsigned long long)rs.misses,
+			  (unsigned long long)rs.evicted);
+	}
+	recent_free(fs.recent);
 	tree_free(&fs);
 	main_free_password(fs.password);
 	pthread_mutex_destroy(&fs.list_lock);

@@ -32,6 +32,7 @@
 #include "imapfs/log.h"
 #include "imapfs/mutf7.h"
 #include "names_i.h"
+#include "recent_i.h"
 #include "sat_i.h"
 
 #define PREFETCH_START (64 * 1024)         /* first look-ahead, bytes */
@@ -45,6 +46,7 @@
 #define GROUP_MAX_COUNT 100                /* bodies in one cache transaction */
 #define GROUP_MAX_BYTES (1024 * 1024)      /* and their bytes */
 #define GROUP_MAX_BODY (128 * 1024)        /* larger bodies are committed alone */
+#define RECENT_MAX_BODY GROUP_MAX_BODY     /* larger bodies are not kept in fs->recent */
 #define GROUP_MIN_YIELD 16                 /* bodies before letting another writer in */
 
 /* The head of one large message, fetched with BODY.PEEK[]<0.LARGE_HEAD> and
@@ -82,6 +84,10 @@ struct fs_fetch {
 	/* streaming state, touched only by the worker running the job */
 	struct cache_body_writer *writer;
 	uint32_t writer_uid;
+	/* a copy of the small body arriving, for fs->recent */
+	char *mem;
+	size_t mem_len, mem_size;
+	uint32_t mem_uid;
 	/* Bodies of one response are committed in groups (one cache
 	 * transaction, fs->body_write_lock held throughout), marked done when
 	 * the group commits: at once when a reader waits for this fetch or
@@ -1012,6 +1018,7 @@ static void sync_fetch_unref_locked(struct fs_fetch *f)
 	free(f->uids);
 	free(f->done);
 	free(f->pending);
+	free(f->mem);
 	free(f);
 }
 
@@ -1111,8 +1118,16 @@ static int sync_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t si
 			pthread_mutex_unlock(&f->fs->body_write_lock);
 	}
 	f->writer = NULL;
+	free(f->mem);
+	f->mem = NULL;
 	if (offset != 0 || sync_fetch_index(f, uid) < 0)
 		return 0; /* not asked for: ignore */
+	if (f->fs->recent && size > 0 && size <= RECENT_MAX_BODY) {
+		f->mem = malloc(size);
+		f->mem_len = 0;
+		f->mem_size = size;
+		f->mem_uid = uid;
+	}
 	if (size > GROUP_MAX_BODY || sync_group_due(f))
 		sync_group_commit(f);
 	if (size <= GROUP_MAX_BODY && !f->group) {
@@ -1134,6 +1149,16 @@ static int sync_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t si
 static int sync_sink_data(void *arg, uint32_t uid, const void *buf, size_t len)
 {
 	struct fs_fetch *f = arg;
+
+	if (f->mem && uid == f->mem_uid) {
+		if (len <= f->mem_size - f->mem_len) {
+			memcpy(f->mem + f->mem_len, buf, len);
+			f->mem_len += len;
+		} else { /* more than announced: the cache decides */
+			free(f->mem);
+			f->mem = NULL;
+		}
+	}
 
 	if (f->writer && uid == f->writer_uid) {
 		int r;
@@ -1163,6 +1188,11 @@ static int sync_sink_end(void *arg, uint32_t uid)
 	struct fs_fetch *f = arg;
 	ssize_t i = sync_fetch_index(f, uid);
 
+	if (f->mem && uid == f->mem_uid && f->mem_len == f->mem_size)
+		recent_put(f->fs->recent, f->mailbox_id, f->uidvalidity, uid, f->mem, f->mem_len);
+	else
+		free(f->mem);
+	f->mem = NULL;
 	if (f->writer && uid == f->writer_uid) {
 		int r;
 
@@ -1720,7 +1750,17 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg
 	if (!id)
 		return -ENOENT;
 	for (int attempt = 0;; attempt++) {
-		r = cache_body_read(fs->cache, id, uid, offset, buf, size, read_out);
+		r = -ENOENT;
+		if (fs->recent) {
+			uint32_t uidvalidity;
+
+			pthread_mutex_lock(&dir->lock);
+			uidvalidity = dir->uidvalidity;
+			pthread_mutex_unlock(&dir->lock);
+			r = recent_read(fs->recent, id, uidvalidity, uid, offset, buf, size, read_out);
+		}
+		if (r == -ENOENT)
+			r = cache_body_read(fs->cache, id, uid, offset, buf, size, read_out);
 		if (r == 0) {
 			if (offset == 0) {
 				ssize_t idx;

@@ -762,6 +762,17 @@ static int modify_delete_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	struct imap_status_info st;
 	struct children_ctx c = { .self = j->name };
 
+	/* nobody may have it selected while it goes: the other connections
+	 * let go of it, and so does this one, before STATUS too, as a
+	 * session's STATUS of its selected mailbox answers from its own view,
+	 * which can still count messages other sessions just expunged (rm -rf
+	 * of a mailbox filled a moment before failed with ENOTEMPTY) */
+	pool_release_mailbox(fs->pool, conn, j->name, 2000);
+	if (conn->selected && strcmp(conn->selected, j->name) == 0) {
+		free(conn->selected);
+		conn->selected = NULL;
+		imap_unselect(conn->session, NULL);
+	}
 	if (j->check_empty) {
 		char *pattern;
 
@@ -779,14 +790,6 @@ static int modify_delete_job(struct fs *fs, struct pool_conn *conn, void *arg)
 			if (c.any)
 				return -ENOTEMPTY;
 		}
-	}
-	/* nobody may have it selected while it goes: the other connections
-	 * let go of it, and so does this one */
-	pool_release_mailbox(fs->pool, conn, j->name, 2000);
-	if (conn->selected && strcmp(conn->selected, j->name) == 0) {
-		free(conn->selected);
-		conn->selected = NULL;
-		imap_unselect(conn->session, NULL);
 	}
 	if (imap_delete(conn->session, j->name, &conn->err)) {
 		log_warnx("DELETE %s: %s", j->name, conn->err.reason);

@@ -178,6 +178,26 @@ def test_rmdir(dc):
         ok("INBOX" in listing(r), "... and INBOX is still in the mount")
 
 
+def test_rm_rf_just_filled(dc):
+    """rm -rf of a mailbox a cp filled a moment before: every message is
+    expunged by whichever connection was free, and rmdir must not count
+    them again from a connection whose selection still had one (STATUS of
+    a session's selected mailbox answers from its own view)."""
+    c = dc.client()
+    with mount(dc) as m:
+        for rnd in range(3):
+            name = "Gefuellt%d" % rnd
+            d = os.path.join(m.path, name)
+            os.mkdir(d)
+            for i in range(40):
+                with open(os.path.join(d, "m%02d.eml" % i), "wb") as f:
+                    f.write(crlf(new_message("rmrf %d %d" % (rnd, i))[0]))
+            ok(len(server_uids(c, name)) == 40, "%s: the server has the 40 copied messages" % name)
+            res = run(["rm", "-rf", d])
+            ok(res.returncode == 0, "rm -rf %s succeeds" % name, res.stderr.strip())
+            ok(name not in server_mailboxes(c), "... and the server no longer has %s" % name)
+
+
 def test_rename_dirs(dc):
     c = dc.client()
     for n in ("Alt", "Quelle", "Quelle/Kind", "Solo"):
@@ -247,4 +267,5 @@ def test_rename_dirs(dc):
 
 
 if __name__ == "__main__":
-    main([test_mkdir, test_mkdir_encoded_names, test_rmdir, test_rename_dirs], doc=__doc__)
+    main([test_mkdir, test_mkdir_encoded_names, test_rmdir, test_rm_rf_just_filled, test_rename_dirs],
+         doc=__doc__)

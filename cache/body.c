@@ -23,6 +23,9 @@ struct cache_body_writer {
 	uint32_t uid;
 	uint32_t uidvalidity;           /* at begin; checked at commit */
 	bool had_metadata;              /* at begin; if it goes, so does the body */
+	bool in_group;                  /* begun inside the thread's write group */
+	uint64_t write_seq;             /* the connection's write_seq at begin */
+	int64_t old_id, old_size;       /* at begin: the complete body it replaces */
 	uint64_t expected, written;
 	int64_t body_id;                /* 0 until the first chunk is stored */
 	uint64_t seq;                   /* next chunk number */
@@ -31,17 +34,32 @@ struct cache_body_writer {
 	int error;                      /* first failure: the writer is dead */
 };
 
-/* Whether the message's metadata is held: 1, 0 or -errno. */
-static int cache_message_exists(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid)
+/*
+ * What a body's commit depends on, in one statement: the mailbox's
+ * UIDVALIDITY (-ENOENT if the mailbox is gone), whether the message's
+ * metadata is held, and the complete body the new one replaces.
+ */
+static int cache_body_precheck(struct cache_conn *cn, int64_t mailbox_id, uint32_t uid,
+			       uint32_t *uidvalidity, bool *exists, int64_t *old_id,
+			       int64_t *old_size)
 {
-	sqlite3_stmt *st = cache_stmt(cn, ST_MSG_EXISTS);
+	sqlite3_stmt *st = cache_stmt(cn, ST_BODY_PRECHECK);
 	int ret;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, mailbox_id);
 	sqlite3_bind_int64(st, 2, uid);
-	ret = cache_stmt_row(cn, st, "looking up a message");
+	ret = cache_stmt_row(cn, st, "looking up a body's mailbox");
+	if (ret > 0) {
+		*uidvalidity = (uint32_t)sqlite3_column_int64(st, 0);
+		*exists = sqlite3_column_int(st, 1) != 0;
+		*old_id = sqlite3_column_int64(st, 2);
+		*old_size = sqlite3_column_int64(st, 3);
+		ret = 0;
+	} else if (ret == 0) {
+		ret = -ENOENT;
+	}
 	cache_stmt_done(st);
 	return ret;
 }
@@ -197,6 +215,25 @@ void cache_touches_free(struct cache *c)
 
 /* --- eviction --- */
 
+/* The bytes of bodies held, as the calling thread's transaction sees them. */
+static int64_t cache_body_total(struct cache_conn *cn)
+{
+	int64_t total = (int64_t)__atomic_load_n(&cn->cache->body_bytes, __ATOMIC_RELAXED);
+	int i;
+
+	for (i = 0; i < cn->txn_depth; i++)
+		total += cn->delta[i].body_bytes;
+	return total;
+}
+
+/* Whether storing size more bytes would make eviction run. */
+static bool cache_evict_needed(struct cache_conn *cn, uint64_t size)
+{
+	uint64_t budget = __atomic_load_n(&cn->cache->budget, __ATOMIC_RELAXED);
+
+	return budget && cache_body_total(cn) + (int64_t)size > (int64_t)budget;
+}
+
 /* Inside a write transaction: evict least recently read bodies until the
  * total fits the budget. protect_id (0: none) is never evicted: the body
  * just stored stays even if it alone is over the budget. */
@@ -212,9 +249,7 @@ static int cache_evict_protect(struct cache_conn *cn, int64_t protect_id)
 
 	if (budget == 0)
 		return 0;
-	total = (int64_t)__atomic_load_n(&c->body_bytes, __ATOMIC_RELAXED);
-	for (i = 0; i < cn->txn_depth; i++)
-		total += cn->delta[i].body_bytes;
+	total = cache_body_total(cn);
 	if (total <= (int64_t)budget)
 		return 0;
 	ret = cache_touches_flush(cn);
@@ -278,19 +313,18 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	struct cache_body_writer *w;
 	struct cache_conn *cn;
 	uint32_t uidvalidity = 0;
-	int ret, exists;
+	int64_t old_id = 0, old_size = 0;
+	bool exists = false;
+	int ret;
 
 	if (!c || !out || uid == 0 || expected_size > CACHE_BODY_MAX)
 		return -EINVAL;
 	cn = cache_conn_get(c);
 	if (!cn)
 		return -EIO;
-	ret = cache_mailbox_check_locked(cn, mailbox_id, &uidvalidity);
+	ret = cache_body_precheck(cn, mailbox_id, uid, &uidvalidity, &exists, &old_id, &old_size);
 	if (ret)
 		return ret;
-	exists = cache_message_exists(cn, mailbox_id, uid);
-	if (exists < 0)
-		return exists;
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -308,6 +342,10 @@ int cache_body_begin(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t
 	w->uid = uid;
 	w->uidvalidity = uidvalidity;
 	w->had_metadata = exists;
+	w->in_group = cn->txn_depth > 0;
+	w->write_seq = cn->write_seq;
+	w->old_id = old_id;
+	w->old_size = old_size;
 	w->expected = expected_size;
 	*out = w;
 	return 0;
@@ -447,6 +485,49 @@ static void cache_body_writer_free(struct cache_body_writer *w)
 	free(w);
 }
 
+/*
+ * Inside the thread's group, with nothing written by this connection since
+ * the writer began in it (cn->write_seq unchanged; the group holds the
+ * write lock, so no one else wrote either): what begin found still holds,
+ * so the body is stored with no checks and no savepoint of its own. This
+ * is the small body of a grouped sync. A failure undoes the rows it made,
+ * or, if SQLite dropped the transaction or the undo failed, fails the
+ * group (cache_txn_fail): either way nothing of this body stays.
+ */
+static int cache_body_commit_grouped(struct cache_body_writer *w)
+{
+	struct cache_conn *cn = w->conn;
+	struct cache_delta *d = cache_txn_delta(cn);
+	bool undo_failed = false;
+	int ret;
+
+	cn->write_seq++;
+	ret = cache_body_insert_row(w, true);
+	if (ret == 0)
+		ret = cache_body_insert_chunk(w);
+	if (ret == 0) {
+		d->bodies++;
+		d->body_bytes += (int64_t)w->expected;
+		return 0;
+	}
+	if (w->body_id && !sqlite3_get_autocommit(cn->db))
+		undo_failed = cache_body_delete_id(cn, w->mailbox_id, w->uid, w->body_id) != 0;
+	cache_txn_fail(cn, ret, undo_failed);
+	w->body_id = 0;
+	return ret;
+}
+
+/* Whether the commit can take cache_body_commit_grouped's path: only
+ * rows to add, nothing to replace or evict. */
+static bool cache_body_commit_is_plain(const struct cache_body_writer *w)
+{
+	const struct cache_conn *cn = w->conn;
+
+	return w->in_group && cn->txn_depth == 1 && !cn->txn_lost &&
+	       cn->write_seq == w->write_seq && w->body_id == 0 && w->old_id == 0 &&
+	       !cache_evict_needed(w->conn, w->expected);
+}
+
 int cache_body_commit(struct cache_body_writer *w)
 {
 	struct cache_conn *cn;
@@ -454,6 +535,7 @@ int cache_body_commit(struct cache_body_writer *w)
 	sqlite3_stmt *st;
 	uint32_t uidvalidity = 0;
 	int64_t old_id = 0, old_size = 0, had_id;
+	bool exists = false;
 	int ret;
 
 	if (!w)
@@ -468,39 +550,26 @@ int cache_body_commit(struct cache_body_writer *w)
 	}
 	if (ret)
 		goto out_discard;
+	if (cache_body_commit_is_plain(w)) {
+		ret = cache_body_commit_grouped(w);
+		cache_body_writer_free(w);
+		return ret;
+	}
 	ret = cache_txn_begin(cn);
 	if (ret)
 		goto out_discard;
 	d = cache_txn_delta(cn);
-	ret = cache_mailbox_check_locked(cn, w->mailbox_id, &uidvalidity);
+	ret = cache_body_precheck(cn, w->mailbox_id, w->uid, &uidvalidity, &exists, &old_id,
+				  &old_size);
 	if (ret == 0 && uidvalidity != w->uidvalidity)
 		ret = -ENOENT; /* the body belongs to a past UIDVALIDITY */
-	if (ret == 0 && w->had_metadata) {
-		ret = cache_message_exists(cn, w->mailbox_id, w->uid);
-		if (ret == 0)
-			ret = -ENOENT; /* expunged meanwhile */
-		else if (ret > 0)
-			ret = 0;
-	}
+	if (ret == 0 && w->had_metadata && !exists)
+		ret = -ENOENT; /* expunged meanwhile */
 	if (ret)
 		goto out_end;
 
 	/* Replace a complete body of the same message, if any. */
-	st = cache_stmt(cn, ST_BODY_FIND);
-	if (!st) {
-		ret = -EIO;
-		goto out_end;
-	}
-	sqlite3_bind_int64(st, 1, w->mailbox_id);
-	sqlite3_bind_int64(st, 2, w->uid);
-	ret = cache_stmt_row(cn, st, "storing a body");
-	if (ret > 0) {
-		old_id = sqlite3_column_int64(st, 0);
-		old_size = sqlite3_column_int64(st, 1);
-		ret = 0;
-	}
-	cache_stmt_done(st);
-	if (ret == 0 && old_id) {
+	if (old_id) {
 		ret = cache_body_delete_id(cn, w->mailbox_id, w->uid, old_id);
 		d->bodies--;
 		d->body_bytes -= old_size;

@@ -13,7 +13,10 @@
  * commit, bodies are written chunk by chunk in short transactions as rows
  * that stay invisible (complete = 0) until cache_body_commit flips them.
  * The exception is the explicit group (cache_write_begin .. _commit), which
- * the caller asks for.
+ * the caller asks for. Inside a group each write is a savepoint, except the
+ * commit of a small body that only adds rows (body.c: nothing written by
+ * the connection since the writer began, cache_conn.write_seq): it undoes
+ * its own rows if it fails, or fails the group (cache_txn_fail).
  *
  * Schema (version CACHE_SCHEMA_VERSION, PRAGMA user_version; steps in
  * cache_migrations[] in db.c):
@@ -103,6 +106,7 @@ enum cache_stmt_id {
 	ST_MSG_EXISTS,
 
 	ST_BODY_FIND,
+	ST_BODY_PRECHECK,
 	ST_BODY_RANGE,
 	ST_BODY_DELETE_RANGE,
 	ST_BODY_DELETE_ID,
@@ -143,6 +147,7 @@ struct cache_conn {
 	bool txn_lost;                  /* SQLite rolled back the whole transaction */
 	struct cache_delta delta[CACHE_TXN_DEPTH_MAX];
 	int group_rc;                   /* first failure inside a group */
+	uint64_t write_seq;             /* bumped by every write: see body.c */
 
 	/* strings handed out by the get functions, valid until the next call */
 	char *str[2];
@@ -211,6 +216,10 @@ int cache_txn_begin(struct cache_conn *cn);
  * write transaction begun: 0, or -errno and no transaction. */
 int cache_txn_open(struct cache *c, struct cache_conn **cn_out);
 int cache_txn_end(struct cache_conn *cn, int rc);
+/* Inside a group, after a write that failed without a savepoint of its
+ * own: note that the transaction was lost, or that the group must fail
+ * (undo_failed: the failed write's rows could not be removed). */
+void cache_txn_fail(struct cache_conn *cn, int rc, bool undo_failed);
 struct cache_delta *cache_txn_delta(struct cache_conn *cn);
 
 /* Copy a string into the connection's slot (0 or 1); NULL if out of memory. */

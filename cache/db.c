@@ -69,6 +69,10 @@ static const char *const cache_stmt_sql[ST_COUNT] = {
 
 	[ST_BODY_FIND] = "SELECT id, size FROM body WHERE mailbox_id = ?1 AND uid = ?2"
 			 " AND complete = 1",
+	[ST_BODY_PRECHECK] = "SELECT m.uidvalidity, EXISTS(SELECT 1 FROM message"
+			     " WHERE mailbox_id = ?1 AND uid = ?2), b.id, b.size FROM mailbox m"
+			     " LEFT JOIN body b ON b.mailbox_id = ?1 AND b.uid = ?2"
+			     " AND b.complete = 1 WHERE m.id = ?1 LIMIT 1",
 	[ST_BODY_RANGE] = "SELECT id, size, complete, uid FROM body WHERE mailbox_id = ?1"
 			  " AND uid BETWEEN ?2 AND ?3",
 	[ST_BODY_DELETE_RANGE] = "DELETE FROM body WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3",
@@ -479,6 +483,7 @@ int cache_txn_begin(struct cache_conn *cn)
 
 	if (cn->txn_depth >= CACHE_TXN_DEPTH_MAX)
 		return -EINVAL;
+	cn->write_seq++;
 	if (cn->txn_depth == 0) {
 		pthread_mutex_lock(&cn->cache->write_lock);
 		ret = cache_stmt_exec_id(cn, ST_BEGIN, "beginning a transaction");
@@ -550,6 +555,17 @@ int cache_txn_end(struct cache_conn *cn, int rc)
 	cn->group_rc = 0;
 	pthread_mutex_unlock(&c->write_lock);
 	return rc;
+}
+
+void cache_txn_fail(struct cache_conn *cn, int rc, bool undo_failed)
+{
+	if (!rc || cn->txn_depth == 0)
+		return;
+	if (undo_failed || sqlite3_get_autocommit(cn->db)) {
+		cn->txn_lost = true;
+		if (!cn->group_rc)
+			cn->group_rc = rc;
+	}
 }
 
 int cache_txn_open(struct cache *c, struct cache_conn **cn_out)

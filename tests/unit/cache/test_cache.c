@@ -1029,6 +1029,122 @@ static void test_write_group(void **state)
 	assert_int_equal(tcache_sql_int(t->c, "SELECT total(size) FROM body"), st.body_bytes);
 }
 
+static void exec_sql(struct cache *c, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(cache_test_db(c), sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err ? err : "?");
+}
+
+/* Every body of uids (n of them) is there, byte-exact, on another thread
+ * too; the totals match the rows, and no row is left of any other body. */
+static void assert_bodies_exact(struct cache *c, int64_t mb, const uint32_t *uids,
+				const size_t *sizes, size_t n)
+{
+	static unsigned char buf[8192];
+	struct cache_stats st;
+	uint64_t size, total = 0;
+	size_t i, got;
+
+	for (i = 0; i < n; i++) {
+		assert_true(cache_body_has(c, mb, uids[i], &size));
+		assert_int_equal(size, sizes[i]);
+		assert_int_equal(cache_body_read(c, mb, uids[i], 0, buf, sizeof(buf), &got), 0);
+		assert_int_equal(got, sizes[i]);
+		assert_int_equal(tcache_check(buf, uids[i], 0, got), 0);
+		total += sizes[i];
+	}
+	cache_get_stats(c, &st);
+	assert_int_equal(st.bodies, n);
+	assert_int_equal(st.body_bytes, total);
+	assert_int_equal(tcache_sql_int(c, "SELECT count(*) FROM body"), n);
+	assert_int_equal(tcache_sql_int(c, "SELECT total(size) FROM body"), total);
+	assert_int_equal(tcache_sql_int(c, "SELECT count(*) FROM body_chunk"), n);
+	assert_int_equal(tcache_sql_int(c, "SELECT count(*) FROM body_chunk WHERE id >> 20 NOT IN"
+					   " (SELECT id FROM body)"),
+			 0);
+}
+
+/*
+ * Bodies that fail in the middle of a group (abandoned, short, or refused
+ * by SQLite after their row went in) leave nothing; the others of the
+ * group are kept byte-exact. If undoing a failed body fails as well, the
+ * whole group goes, and the bodies committed before it stay.
+ */
+static void test_write_group_failures_inside(void **state)
+{
+	struct tcache *t = *state;
+	struct cache_body_writer *w = NULL;
+	unsigned char part[100];
+	uint32_t uids[20];
+	size_t sizes[20], n = 0;
+	uint32_t uid;
+
+	/* a chunk of 1,234 bytes is refused after its body row is stored;
+	 * deleting a body of 1,235 bytes is refused too */
+	exec_sql(t->c, "CREATE TEMP TRIGGER refuse_chunk BEFORE INSERT ON main.body_chunk"
+		       " WHEN length(NEW.data) IN (1234, 1235) BEGIN SELECT RAISE(ABORT, 'test'); END;"
+		       "CREATE TEMP TRIGGER refuse_delete BEFORE DELETE ON main.body"
+		       " WHEN OLD.size = 1235 BEGIN SELECT RAISE(ABORT, 'test'); END");
+	put_messages(t->c, t->mb, 1, 40, "");
+
+	assert_int_equal(cache_write_begin(t->c), 0);
+	for (uid = 1; uid <= 20; uid++) {
+		size_t size = 1300 + uid * 37;
+
+		switch (uid) {
+		case 5: /* abandoned half way */
+			assert_int_equal(cache_body_begin(t->c, t->mb, uid, size, &w), 0);
+			tcache_fill(part, uid, 0, sizeof(part));
+			assert_int_equal(cache_body_write(w, part, sizeof(part)), 0);
+			cache_body_abort(w);
+			break;
+		case 8: /* short */
+			assert_int_equal(cache_body_begin(t->c, t->mb, uid, size, &w), 0);
+			tcache_fill(part, uid, 0, sizeof(part));
+			assert_int_equal(cache_body_write(w, part, sizeof(part)), 0);
+			assert_int_equal(cache_body_commit(w), -EIO);
+			break;
+		case 11: /* refused by SQLite after its row went in */
+		case 12:
+			assert_int_equal(tcache_put_body(t->c, t->mb, uid, 1234, 500), -EEXIST);
+			break;
+		default:
+			assert_int_equal(tcache_put_body(t->c, t->mb, uid, size, 700), 0);
+			uids[n] = uid;
+			sizes[n++] = size;
+		}
+	}
+	assert_false(has_on_other_thread(t->c, t->mb, 1, NULL));
+	assert_int_equal(cache_write_commit(t->c), 0);
+	assert_true(has_on_other_thread(t->c, t->mb, 20, NULL));
+	assert_false(cache_body_has(t->c, t->mb, 5, NULL));
+	assert_false(cache_body_has(t->c, t->mb, 8, NULL));
+	assert_false(cache_body_has(t->c, t->mb, 11, NULL));
+	assert_false(cache_body_has(t->c, t->mb, 12, NULL));
+	assert_bodies_exact(t->c, t->mb, uids, sizes, n);
+
+	/* the undo of a refused body is refused: the group fails as a whole */
+	assert_int_equal(cache_write_begin(t->c), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 30, 1500, 1500), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 31, 1235, 1235), -EEXIST);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 32, 1500, 1500), -EIO);
+	assert_int_equal(cache_write_commit(t->c), -EEXIST);
+	assert_false(cache_body_has(t->c, t->mb, 30, NULL));
+	assert_false(cache_body_has(t->c, t->mb, 31, NULL));
+	assert_bodies_exact(t->c, t->mb, uids, sizes, n);
+
+	/* and the next group works */
+	exec_sql(t->c, "DROP TRIGGER refuse_chunk; DROP TRIGGER refuse_delete");
+	assert_int_equal(cache_write_begin(t->c), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 30, 1500, 1500), 0);
+	assert_int_equal(cache_write_commit(t->c), 0);
+	uids[n] = 30;
+	sizes[n++] = 1500;
+	assert_bodies_exact(t->c, t->mb, uids, sizes, n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1055,6 +1171,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_group_failures_inside, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1145,6 +1145,70 @@ static void test_write_group_failures_inside(void **state)
 	assert_bodies_exact(t->c, t->mb, uids, sizes, n);
 }
 
+/* Write a whole body with an open writer: uid's bytes, size bytes. */
+static void write_all(struct cache_body_writer *w, uint32_t uid, size_t size)
+{
+	unsigned char buf[4096];
+
+	assert_true(size <= sizeof(buf));
+	tcache_fill(buf, uid, 0, size);
+	assert_int_equal(cache_body_write(w, buf, size), 0);
+}
+
+/*
+ * Inside a group a body commit skips the checks only while nothing was
+ * written since its begin: an expunge in the same group still drops it,
+ * and of two writers of one message the second replaces the first.
+ */
+static void test_write_group_changes_between(void **state)
+{
+	struct tcache *t = *state;
+	struct cache_body_writer *w = NULL, *w2 = NULL;
+	struct cache_batch *b = NULL;
+	unsigned char buf[4096];
+	uint64_t size = 0;
+	size_t got = 0;
+
+	put_messages(t->c, t->mb, 1, 10, "");
+	assert_int_equal(tcache_put_body(t->c, t->mb, 3, 1000, 1000), 0);
+	assert_int_equal(cache_write_begin(t->c), 0);
+
+	/* expunged by the same thread while it streams */
+	assert_int_equal(cache_body_begin(t->c, t->mb, 1, 1500, &w), 0);
+	write_all(w, 1, 1500);
+	assert_int_equal(cache_batch_begin(t->c, t->mb, &b), 0);
+	assert_int_equal(cache_batch_expunge(b, 1, 1), 0);
+	assert_int_equal(cache_batch_commit(b), 0);
+	assert_int_equal(cache_body_commit(w), -ENOENT);
+
+	/* two writers of one message: one complete body, the last one */
+	assert_int_equal(cache_body_begin(t->c, t->mb, 2, 1500, &w), 0);
+	assert_int_equal(cache_body_begin(t->c, t->mb, 2, 1700, &w2), 0);
+	write_all(w, 2, 1500);
+	write_all(w2, 2, 1700);
+	assert_int_equal(cache_body_commit(w), 0);
+	assert_int_equal(cache_body_commit(w2), 0);
+
+	/* a body replaced inside the group */
+	assert_int_equal(tcache_put_body(t->c, t->mb, 3, 2000, 700), 0);
+	assert_int_equal(cache_write_commit(t->c), 0);
+
+	assert_false(cache_body_has(t->c, t->mb, 1, NULL));
+	assert_true(cache_body_has(t->c, t->mb, 2, &size));
+	assert_int_equal(size, 1700);
+	assert_int_equal(cache_body_read(t->c, t->mb, 2, 0, buf, sizeof(buf), &got), 0);
+	assert_int_equal(got, 1700);
+	assert_int_equal(tcache_check(buf, 2, 0, got), 0);
+	assert_true(cache_body_has(t->c, t->mb, 3, &size));
+	assert_int_equal(size, 2000);
+	assert_int_equal(cache_body_read(t->c, t->mb, 3, 0, buf, sizeof(buf), &got), 0);
+	assert_int_equal(got, 2000);
+	assert_int_equal(tcache_check(buf, 3, 0, got), 0);
+	assert_int_equal(tcache_sql_int(t->c, "SELECT count(*) FROM body"), 2);
+	assert_int_equal(tcache_sql_int(t->c, "SELECT count(*) FROM body_chunk"), 2);
+	assert_int_equal(tcache_sql_int(t->c, "SELECT total(size) FROM body"), 3700);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1172,6 +1236,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_group_failures_inside, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_group_changes_between, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

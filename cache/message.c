@@ -231,6 +231,12 @@ int cache_batch_expunge(struct cache_batch *b, uint32_t uid_lo, uint32_t uid_hi)
 
 int cache_batch_retain(struct cache_batch *b, const uint32_t *uids, size_t count)
 {
+	return cache_batch_retain_below(b, uids, count, 0);
+}
+
+int cache_batch_retain_below(struct cache_batch *b, const uint32_t *uids, size_t count,
+			     uint32_t uid_limit)
+{
 	struct cache_batch_op *op;
 	uint32_t *copy = NULL;
 	size_t i;
@@ -254,6 +260,7 @@ int cache_batch_retain(struct cache_batch *b, const uint32_t *uids, size_t count
 	op->type = BATCH_RETAIN;
 	op->uids = copy;
 	op->count = count;
+	op->uid = uid_limit;
 	return 0;
 }
 
@@ -274,7 +281,8 @@ int cache_messages_delete_range(struct cache_conn *cn, int64_t mailbox_id, uint3
 	return cache_stmt_run(cn, st, what);
 }
 
-/* Delete every message and body of the mailbox whose UID is not in op. */
+/* Delete every message and body of the mailbox whose UID is not in op
+ * (below op->uid, when that is not 0). */
 static int cache_batch_apply_retain(struct cache_conn *cn, int64_t mailbox_id,
 				    const struct cache_batch_op *op)
 {
@@ -289,6 +297,8 @@ static int cache_batch_apply_retain(struct cache_conn *cn, int64_t mailbox_id,
 	while ((ret = cache_stmt_row(cn, st, "listing UIDs")) > 0) {
 		uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
 
+		if (op->uid && uid >= op->uid)
+			continue;
 		while (i < op->count && op->uids[i] < uid)
 			i++;
 		if (i < op->count && op->uids[i] == uid)

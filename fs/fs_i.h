@@ -94,6 +94,7 @@ struct fs_dir {
 	bool sync_background;        /* the running sync was queued as background */
 	int sync_error;              /* result of the last sync */
 	unsigned sync_gen;           /* counts finished syncs */
+	unsigned local_gen;          /* counts messages added or removed here (modify.c) */
 	time_t mtime;                /* when the listing last changed; atomic */
 	struct fs_fetch *fetches;    /* body fetches in flight */
 	struct fs_head *head;        /* the head of the last large message read */
@@ -259,9 +260,11 @@ struct fs_stream {
 };
 /* Like sync_dir_fresh, but when the first listing of dir starts streaming
  * before it ends, return at once with *stream_out set (a reference to
- * drop with sync_stream_unref_locked). */
+ * drop with sync_stream_unref_locked); and a listing older than max_age_ms
+ * but not older than stale_ok_ms is served as it is while a sync runs in
+ * the background (its changes reach the kernel through notify). */
 int sync_dir_fresh_or_stream(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms,
-			     struct fs_stream **stream_out);
+			     int64_t stale_ok_ms, struct fs_stream **stream_out);
 void sync_stream_unref_locked(struct fs_stream *s); /* NULL no-op; dir->lock held */
 /* Before looking up a message of dir by UID: when readdir may have shown
  * it from a first listing not yet in dir->msgs, wait (with the deadline)

@@ -110,6 +110,7 @@ static void modify_listing_changed_locked(struct fs_dir *dir)
 {
 	uint64_t bytes = 0;
 
+	dir->local_gen++; /* a sync publishing what it read before must read again */
 	for (size_t i = 0; i < dir->nmsgs; i++) {
 		dir->msgs[i].bytes_before = bytes;
 		bytes = sat_add_u64(bytes, dir->msgs[i].size);

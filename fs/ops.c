@@ -43,6 +43,19 @@ static int64_t ops_refresh_ms(const struct fs *fs)
 	return (int64_t)fs->opts->refresh * 1000;
 }
 
+/* A directory listing older than refresh but not older than this is listed
+ * at once while it is checked in the background (the next listing shows
+ * what changed): a warm ls or grep -r does not wait a round trip per
+ * directory. Older ones wait for the check. */
+#define OPS_STALE_OK_MS 60000
+
+static int64_t ops_stale_ok_ms(const struct fs *fs)
+{
+	int64_t r = ops_refresh_ms(fs);
+
+	return r == 0 ? 0 : (2 * r > OPS_STALE_OK_MS ? 2 * r : OPS_STALE_OK_MS);
+}
+
 void fs_stat_dir(struct fs *fs, const struct fs_dir *dir, struct stat *st)
 {
 	time_t mtime = __atomic_load_n(&dir->mtime, __ATOMIC_RELAXED);
@@ -464,7 +477,7 @@ static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		fuse_reply_err(req, -r);
 		return;
 	}
-	r = sync_dir_fresh_or_stream(fs, dir, ops_refresh_ms(fs), &stream);
+	r = sync_dir_fresh_or_stream(fs, dir, ops_refresh_ms(fs), ops_stale_ok_ms(fs), &stream);
 	if (r == 0)
 		r = ops_snap_new(fs, dir, stream, &s);
 	if (r) {

@@ -437,18 +437,32 @@ static int sync_publish(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id, b
 	struct mirror m = { 0 };
 	struct fs_msg *old;
 	size_t nold, i = 0, j = 0;
+	unsigned gen;
 	bool changed;
 	int r;
 
-	r = cache_mailbox_get(fs->cache, mailbox_id, &mb);
-	if (r)
-		return r;
-	r = cache_message_list(fs->cache, mailbox_id, sync_mirror_cb, &m);
-	if (r) {
+	for (int attempt = 0;; attempt++) {
+		pthread_mutex_lock(&dir->lock);
+		gen = dir->local_gen;
+		pthread_mutex_unlock(&dir->lock);
+		r = cache_mailbox_get(fs->cache, mailbox_id, &mb);
+		if (r)
+			return r;
+		memset(&m, 0, sizeof(m));
+		r = cache_message_list(fs->cache, mailbox_id, sync_mirror_cb, &m);
+		if (r) {
+			free(m.msgs);
+			return r;
+		}
+		pthread_mutex_lock(&dir->lock);
+		/* a message appended or removed here meanwhile (cache first,
+		 * then dir->msgs) may be missing from what was read: read again
+		 * rather than publish a listing without it */
+		if (dir->local_gen == gen || attempt == 3)
+			break;
+		pthread_mutex_unlock(&dir->lock);
 		free(m.msgs);
-		return r;
 	}
-	pthread_mutex_lock(&dir->lock);
 	if (!from_sync && dir->loaded) { /* a sync published meanwhile */
 		pthread_mutex_unlock(&dir->lock);
 		free(m.msgs);
@@ -652,7 +666,11 @@ static int sync_meta_cb(void *arg, const struct imap_msg_meta *meta)
 		}
 		ctx->uids[ctx->n++] = meta->uid;
 	}
-	if (meta->uid > ctx->known_max) {
+	/* a whole record is stored whole, even below the highest UID cached:
+	 * messages copied in through the mount can be cached above one that
+	 * came from elsewhere in between and is not cached yet */
+	if (meta->uid > ctx->known_max ||
+	    ((meta->have & IMAP_META_SIZE) && (meta->have & IMAP_META_INTERNALDATE))) {
 		struct cache_message msg = {
 			.uid = meta->uid,
 			.size = meta->size,
@@ -717,12 +735,28 @@ static int sync_fetch_meta(struct pool_conn *conn, const char *set, unsigned ite
 	return ctx->error;
 }
 
+/* Messages at or above uidnext (as EXAMINE reported it before the FETCH)
+ * came after the answer was made: files copied in through the mount
+ * meanwhile. The answer cannot speak for them (retains keep them). */
+static size_t sync_count_newer_locked(const struct fs_dir *dir, uint32_t uidnext)
+{
+	size_t n = 0;
+
+	if (uidnext == 0)
+		return 0;
+	for (size_t i = dir->nmsgs; i > 0 && dir->msgs[i - 1].uid >= uidnext; i--)
+		n++;
+	return n;
+}
+
 /* Everything afresh: UID FETCH 1:* and keep only what the server has.
  * stream_dir: a directory showing no messages yet, whose readers may list
  * the answer while it arrives. */
-static int sync_listing_full(struct fs *fs, struct pool_conn *conn, int64_t id, unsigned items,
-			     const struct imap_select_info *info, struct fs_dir *stream_dir)
+static int sync_listing_full(struct fs *fs, struct pool_conn *conn, struct fs_dir *dir,
+			     int64_t id, unsigned items, const struct imap_select_info *info,
+			     bool may_stream)
 {
+	struct fs_dir *stream_dir = may_stream ? dir : NULL;
 	struct meta_ctx ctx = { .collect = true };
 	int r;
 
@@ -756,7 +790,7 @@ static int sync_listing_full(struct fs *fs, struct pool_conn *conn, int64_t id, 
 	if (r == 0) {
 		if (ctx.n)
 			qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
-		r = cache_batch_retain(ctx.batch, ctx.uids, ctx.n);
+		r = cache_batch_retain_below(ctx.batch, ctx.uids, ctx.n, info->uidnext);
 	}
 	if (r == 0)
 		r = cache_batch_commit(ctx.batch);
@@ -796,7 +830,7 @@ static int sync_listing_incremental(struct fs *fs, struct pool_conn *conn, int64
 		if (r == 0) {
 			if (ctx.n)
 				qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
-			r = cache_batch_retain(ctx.batch, ctx.uids, ctx.n);
+			r = cache_batch_retain_below(ctx.batch, ctx.uids, ctx.n, info->uidnext);
 		}
 	}
 	if (r == 0)
@@ -817,6 +851,8 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	unsigned items = IMAP_META_FLAGS | IMAP_META_SIZE | IMAP_META_INTERNALDATE;
 	char *server_name = NULL;
 	int64_t id, t0 = fs_now_ms(), t1 = 0, t2 = 0;
+	bool unchanged = false;
+	size_t newer = 0;
 	int r;
 
 	sync_dir_mailbox(fs, dir, &id, &server_name);
@@ -842,20 +878,28 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 		r = cache_mailbox_set_state(fs->cache, id, info.uidvalidity, 0, 0, 0);
 		if (r)
 			goto out;
-		r = sync_listing_full(fs, conn, id, items, &info, dir);
+		r = sync_listing_full(fs, conn, dir, id, items, &info, true);
 	} else if (info.highestmodseq > 0 && cached.highestmodseq == info.highestmodseq &&
 		   info.uidnext != 0 && cached.uidnext == info.uidnext && count == info.exists) {
 		r = 0; /* nothing changed */
+		unchanged = true;
 	} else if (count == 0) {
-		r = sync_listing_full(fs, conn, id, items, &info, dir);
+		r = sync_listing_full(fs, conn, dir, id, items, &info, true);
 	} else {
 		r = sync_listing_incremental(fs, conn, id, items, &info, &cached, max_uid);
 		if (r == 0)
 			r = cache_message_count(fs->cache, id, &count, &max_uid);
-		if (r == 0 && count != info.exists) {
+		if (r == 0) {
+			/* files copied in since EXAMINE are in the cache, not in
+			 * its count of messages */
+			pthread_mutex_lock(&dir->lock);
+			newer = sync_count_newer_locked(dir, info.uidnext);
+			pthread_mutex_unlock(&dir->lock);
+		}
+		if (r == 0 && count != (uint64_t)info.exists + newer) {
 			log_debug("%s: %llu cached, server has %u: full listing", server_name,
 				  (unsigned long long)count, info.exists);
-			r = sync_listing_full(fs, conn, id, items, &info, NULL);
+			r = sync_listing_full(fs, conn, dir, id, items, &info, false);
 		}
 	}
 	if (r)
@@ -867,7 +911,17 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	uidnext = info.uidnext ? info.uidnext : max_uid + 1;
 	r = cache_mailbox_set_state(fs->cache, id, info.uidvalidity, uidnext, info.highestmodseq,
 				    (int64_t)time(NULL));
-	if (r == 0)
+	if (r == 0 && unchanged) {
+		/* the listing in hand is current: no need to read it all back
+		 * (100,000 rows for a big mailbox) and sort it again */
+		pthread_mutex_lock(&dir->lock);
+		if (dir->loaded && dir->uidvalidity == info.uidvalidity)
+			dir->synced_at_ms = fs_now_ms();
+		else
+			unchanged = false;
+		pthread_mutex_unlock(&dir->lock);
+	}
+	if (r == 0 && !unchanged)
 		r = sync_publish(fs, dir, id, true);
 	t2 = fs_now_ms();
 	log_debug("%s: listing of %llu messages: server and cache %lld ms, publishing %lld ms",
@@ -920,11 +974,11 @@ void sync_wait_streamed(struct fs *fs, struct fs_dir *dir)
 
 int sync_dir_fresh(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms)
 {
-	return sync_dir_fresh_or_stream(fs, dir, max_age_ms, NULL);
+	return sync_dir_fresh_or_stream(fs, dir, max_age_ms, 0, NULL);
 }
 
 int sync_dir_fresh_or_stream(struct fs *fs, struct fs_dir *dir, int64_t max_age_ms,
-			     struct fs_stream **stream_out)
+			     int64_t stale_ok_ms, struct fs_stream **stream_out)
 {
 	struct timespec deadline;
 	unsigned gen;
@@ -948,6 +1002,15 @@ int sync_dir_fresh_or_stream(struct fs *fs, struct fs_dir *dir, int64_t max_age_
 	}
 	if (dir->synced_at_ms && fs_now_ms() - dir->synced_at_ms <= max_age_ms)
 		goto out;
+	if (dir->loaded && dir->synced_at_ms && fs_now_ms() - dir->synced_at_ms <= stale_ok_ms) {
+		/* serve the listing in hand; check it in the background */
+		if (!dir->syncing &&
+		    pool_submit(fs->pool, false, sync_listing_job, sync_listing_done, dir) == 0) {
+			dir->syncing = true;
+			dir->sync_background = true;
+		}
+		goto out;
+	}
 	if (!dir->syncing) {
 		r = pool_submit(fs->pool, true, sync_listing_job, sync_listing_done, dir);
 		if (r)

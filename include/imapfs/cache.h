@@ -140,6 +140,12 @@ int cache_batch_expunge(struct cache_batch *b, uint32_t uid_lo, uint32_t uid_hi)
 /* Keep only the UIDs in uids (sorted ascending): everything else goes. For
  * servers without QRESYNC, after a UID SEARCH ALL. */
 int cache_batch_retain(struct cache_batch *b, const uint32_t *uids, size_t count);
+/* The same for the UIDs below uid_limit only (0: all): messages at or above
+ * it stay whatever uids says. A listing made when the server's UIDNEXT was
+ * uid_limit cannot speak for messages added after it (through this cache
+ * meanwhile). */
+int cache_batch_retain_below(struct cache_batch *b, const uint32_t *uids, size_t count,
+			     uint32_t uid_limit);
 /* Commit (also frees b). On failure nothing was applied. */
 int cache_batch_commit(struct cache_batch *b);
 /* Roll back and free. NULL is a no-op. */

@@ -504,7 +504,8 @@ void options_print_usage(const char *progname)
 	       "    -o cache=PATH          cache database (default $XDG_CACHE_HOME/imapfs/USER@HOST.db)\n"
 	       "    -o cache_size=BYTES    budget for cached bodies (suffixes K, M, G)\n"
 	       "    -o connections=N       IMAP connections in the pool (default %d)\n"
-	       "    -o refresh=SECONDS     how old a listing may get before it is checked (default %d)\n"
+	       "    -o refresh=SECONDS     how old a listing may get before it is checked (default %d;\n"
+	       "                           older ones are listed at once and checked meanwhile)\n"
 	       "    -o timeout=SECONDS     bound on any wait for the server (default %d)\n"
 	       "    -o ro                  read-only\n"
 	       "    plus the usual FUSE mount options (allow_other, default_permissions, ...)\n",

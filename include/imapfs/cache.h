@@ -187,7 +187,8 @@ void cache_get_stats(struct cache *c, struct cache_stats *out);
  * Between cache_write_begin and cache_write_commit, every write made by the
  * calling thread (body commits, batch commits, mailbox changes) joins one
  * transaction: cheaper than one commit each when many small bodies stream
- * in. Each write still succeeds or fails on its own (savepoints), but
+ * in. Each write still succeeds or fails on its own (a failed small body
+ * removes its own rows; when even that fails, the whole group fails), but
  * nothing of the group is visible to other threads before
  * cache_write_commit, and other threads' writes wait until then: keep
  * groups short (e.g. up to a few hundred bodies or a few MB). -EINVAL if

@@ -447,6 +447,39 @@ static void test_batch_flags_expunge_retain(void **state)
 	assert_false(cache_body_has(t->c, t->mb, 8, NULL));
 }
 
+/* retain below a limit: a listing made when UIDNEXT was 8 keeps 1 and 5,
+ * and cannot speak for 8 and above (copied in since): those stay */
+static void test_batch_retain_below(void **state)
+{
+	struct tcache *t = *state;
+	struct cache_batch *b = NULL;
+	struct msgs s = { .stop_at = -1 };
+	uint32_t keep[] = { 1, 5 };
+
+	put_messages(t->c, t->mb, 1, 10, "x");
+	assert_int_equal(tcache_put_body(t->c, t->mb, 9, 10, 10), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 3, 10, 10), 0);
+	assert_int_equal(cache_batch_begin(t->c, t->mb, &b), 0);
+	assert_int_equal(cache_batch_retain_below(b, (uint32_t[]){ 5, 1 }, 2, 8), -EINVAL);
+	assert_int_equal(cache_batch_retain_below(b, keep, 2, 8), 0);
+	assert_int_equal(cache_batch_commit(b), 0);
+	assert_int_equal(cache_message_list(t->c, t->mb, collect_message, &s), 0);
+	assert_int_equal(s.n, 5);
+	assert_int_equal(s.uids[0], 1);
+	assert_int_equal(s.uids[1], 5);
+	assert_int_equal(s.uids[2], 8);
+	assert_int_equal(s.uids[3], 9);
+	assert_int_equal(s.uids[4], 10);
+	assert_true(cache_body_has(t->c, t->mb, 9, NULL));
+	assert_false(cache_body_has(t->c, t->mb, 3, NULL));
+	/* limit 0: everything not kept goes */
+	assert_int_equal(cache_batch_begin(t->c, t->mb, &b), 0);
+	assert_int_equal(cache_batch_retain_below(b, keep, 2, 0), 0);
+	assert_int_equal(cache_batch_commit(b), 0);
+	assert_int_equal(count_of(t->c, t->mb), 2);
+	assert_false(cache_body_has(t->c, t->mb, 9, NULL));
+}
+
 static void test_batch_order_abort_missing(void **state)
 {
 	struct tcache *t = *state;
@@ -1221,6 +1254,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_uidvalidity_during_body_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_put_get_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_flags_expunge_retain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_retain_below, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_order_abort_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_list_reentrant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_body_partial_reads, setup, teardown),

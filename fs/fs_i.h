@@ -57,6 +57,7 @@ struct fs_fetch;
 struct fs_head;
 struct fs_stream;
 struct recent;
+struct fs_pin;
 struct dir_snap;
 
 /* One message in a directory's in-memory listing (a mirror of the cache's
@@ -173,6 +174,10 @@ struct fs {
 	int list_error;
 	unsigned list_gen;
 	int64_t listed_at_ms;        /* 0: never */
+	/* mailboxes this daemon created, shown for a while even when a LIST
+	 * leaves them out (sync.c) */
+	struct fs_pin *pins;
+	size_t npins;
 };
 
 /* --- util (tree.c) --- */
@@ -238,6 +243,16 @@ void notify_inval_inode(struct notify *n, fuse_ino_t ino);
 /* --- sync (sync.c) --- */
 /* The mailbox list: LIST "" "*" when older than max_age_ms (waits). */
 int sync_mailbox_list(struct fs *fs, int64_t max_age_ms);
+/* The mailbox list by a LIST sent after this call (after a CREATE, DELETE
+ * or RENAME): one already in flight may not have seen the change. */
+int sync_mailbox_list_after_change(struct fs *fs);
+/* After a good CREATE: LISTs for the next while count the mailbox as
+ * listed even if they leave it out (Dovecot 2.3 can leave out a mailbox
+ * created right after another was deleted, in every session open at the
+ * time). Unpinned by a DELETE or RENAME of it. */
+void sync_pin_mailbox(struct fs *fs, const char *server_name, char delimiter);
+void sync_unpin_mailbox(struct fs *fs, const char *server_name);
+void sync_pins_free(struct fs *fs);
 /* In the background, bring the listings of the first mailboxes up to date
  * (after mounting, so the first ls or grep finds them ready). */
 void sync_prefetch_listings(struct fs *fs);

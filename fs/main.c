@@ -402,6 +402,7 @@ out:
 			  (unsigned long long)rs.evicted);
 	}
 	recent_free(fs.recent);
+	sync_pins_free(&fs);
 	tree_free(&fs);
 	main_free_password(fs.password);
 	pthread_mutex_destroy(&fs.list_lock);

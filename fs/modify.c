@@ -216,22 +216,9 @@ struct fs_dir *modify_dir_by_server_name(struct fs *fs, const char *server_name)
 /* Force a fresh LIST (the tree after CREATE, DELETE, RENAME). */
 static void modify_relist(struct fs *fs)
 {
-	pthread_mutex_lock(&fs->list_lock);
-	fs->listed_at_ms = 0;
-	pthread_mutex_unlock(&fs->list_lock);
-	/* a LIST in flight may have started before the change: ask twice if so */
-	for (int i = 0; i < 2; i++) {
-		bool again;
-
-		pthread_mutex_lock(&fs->list_lock);
-		again = fs->listing;
-		pthread_mutex_unlock(&fs->list_lock);
-		if (sync_mailbox_list(fs, 0) != 0 || !again)
-			break;
-		pthread_mutex_lock(&fs->list_lock);
-		fs->listed_at_ms = 0;
-		pthread_mutex_unlock(&fs->list_lock);
-	}
+	/* not one in flight that may have started before the change, nor one
+	 * that finished within the same millisecond */
+	sync_mailbox_list_after_change(fs);
 }
 
 /* --- messages: the mailbox they are in --- */
@@ -852,6 +839,14 @@ void modify_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 		r = modify_call(fs, modify_create_job, &j);
 	}
 	if (r == 0) {
+		char delim;
+
+		/* Dovecot 2.3 can leave a mailbox created right after another
+		 * was deleted out of every LIST for a while: show it anyway */
+		pthread_rwlock_rdlock(&fs->tree_lock);
+		delim = modify_delimiter_locked(fs, dir);
+		pthread_rwlock_unlock(&fs->tree_lock);
+		sync_pin_mailbox(fs, server, delim);
 		modify_relist(fs);
 		memset(&e, 0, sizeof(e));
 		pthread_rwlock_rdlock(&fs->tree_lock);
@@ -929,6 +924,7 @@ void modify_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r == 0) {
 		if (id)
 			cache_mailbox_delete(fs->cache, id);
+		sync_unpin_mailbox(fs, server);
 		modify_relist(fs);
 	}
 	free(server);
@@ -961,6 +957,8 @@ static void modify_rename_dir(fuse_req_t req, struct fs_dir *dir, struct fs_dir 
 		j.to = to;
 		r = modify_call(fs, modify_rename_job, &j);
 	}
+	if (r == 0)
+		sync_unpin_mailbox(fs, from);
 	if (r == 0) {
 		/* move the directory itself: the kernel keeps the renamed entry
 		 * with the same inode, so the node must stay valid under its

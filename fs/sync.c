@@ -338,6 +338,89 @@ static void sync_apply_list(struct fs *fs, struct list_ctx *ctx)
 	free(was_visible);
 }
 
+#define SYNC_PIN_MS 60000 /* how long a created mailbox is shown unlisted */
+
+struct fs_pin {
+	char *server_name;
+	char delimiter;
+	int64_t until_ms;
+};
+
+void sync_pin_mailbox(struct fs *fs, const char *server_name, char delimiter)
+{
+	char *copy = strdup(server_name);
+	struct fs_pin *bigger;
+
+	if (!copy)
+		return;
+	sync_unpin_mailbox(fs, server_name);
+	pthread_mutex_lock(&fs->list_lock);
+	bigger = realloc(fs->pins, (fs->npins + 1) * sizeof(*bigger));
+	if (bigger) {
+		fs->pins = bigger;
+		fs->pins[fs->npins].server_name = copy;
+		fs->pins[fs->npins].delimiter = delimiter;
+		fs->pins[fs->npins].until_ms = fs_now_ms() + SYNC_PIN_MS;
+		fs->npins++;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&fs->list_lock);
+	free(copy);
+}
+
+void sync_unpin_mailbox(struct fs *fs, const char *server_name)
+{
+	int64_t now = fs_now_ms();
+	size_t k = 0;
+
+	pthread_mutex_lock(&fs->list_lock);
+	for (size_t i = 0; i < fs->npins; i++) {
+		if (strcmp(fs->pins[i].server_name, server_name) == 0 || fs->pins[i].until_ms < now)
+			free(fs->pins[i].server_name);
+		else
+			fs->pins[k++] = fs->pins[i];
+	}
+	fs->npins = k;
+	pthread_mutex_unlock(&fs->list_lock);
+}
+
+void sync_pins_free(struct fs *fs)
+{
+	for (size_t i = 0; i < fs->npins; i++)
+		free(fs->pins[i].server_name);
+	free(fs->pins);
+	fs->pins = NULL;
+	fs->npins = 0;
+}
+
+/* Pinned mailboxes the LIST left out: listed as if it had not. */
+static int sync_list_add_pins(struct fs *fs, struct list_ctx *ctx)
+{
+	int64_t now = fs_now_ms();
+	int r = 0;
+
+	pthread_mutex_lock(&fs->list_lock);
+	for (size_t i = 0; i < fs->npins && r == 0; i++) {
+		const struct fs_pin *p = &fs->pins[i];
+		struct imap_mailbox_info mb = { 0 };
+		bool found = false;
+
+		if (p->until_ms < now)
+			continue;
+		for (size_t k = 0; k < ctx->n && !found; k++)
+			found = strcmp(ctx->v[k].server_name, p->server_name) == 0;
+		if (found)
+			continue;
+		log_debug("LIST left out %s, created %lld ms ago: shown anyway", p->server_name,
+			  (long long)(SYNC_PIN_MS - (p->until_ms - now)));
+		mb.name = p->server_name;
+		mb.delimiter = p->delimiter;
+		r = sync_list_cb(ctx, &mb) ? -ENOMEM : 0;
+	}
+	pthread_mutex_unlock(&fs->list_lock);
+	return r;
+}
+
 static int sync_list_job(struct fs *fs, struct pool_conn *conn, void *arg)
 {
 	struct list_ctx ctx = { 0 };
@@ -349,6 +432,9 @@ static int sync_list_job(struct fs *fs, struct pool_conn *conn, void *arg)
 		r = fs_errno_from_imap(&conn->err);
 		goto out;
 	}
+	r = sync_list_add_pins(fs, &ctx);
+	if (r)
+		goto out;
 	sync_apply_list(fs, &ctx);
 out:
 	sync_list_free(&ctx);
@@ -366,6 +452,32 @@ static void sync_list_done(struct fs *fs, void *arg, int result)
 	fs->list_gen++;
 	pthread_cond_broadcast(&fs->list_cond);
 	pthread_mutex_unlock(&fs->list_lock);
+}
+
+int sync_mailbox_list_after_change(struct fs *fs)
+{
+	struct timespec deadline;
+	unsigned target;
+	int r = 0;
+
+	pthread_mutex_lock(&fs->list_lock);
+	/* one in flight started before the change: the next one counts */
+	target = fs->list_gen + (fs->listing ? 2 : 1);
+	fs_deadline(&deadline, fs->timeout_ms);
+	while ((int)(fs->list_gen - target) < 0 && r == 0) {
+		if (!fs->listing) {
+			r = pool_submit(fs->pool, true, sync_list_job, sync_list_done, NULL);
+			if (r)
+				break;
+			fs->listing = true;
+		}
+		if (pthread_cond_timedwait(&fs->list_cond, &fs->list_lock, &deadline) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	}
+	if (r == 0)
+		r = fs->list_error;
+	pthread_mutex_unlock(&fs->list_lock);
+	return r;
 }
 
 int sync_mailbox_list(struct fs *fs, int64_t max_age_ms)

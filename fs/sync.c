@@ -847,6 +847,25 @@ static int sync_fetch_meta(struct pool_conn *conn, const char *set, unsigned ite
 	return ctx->error;
 }
 
+/* Store what a listing job collected (r: how the fetch went). retain: keep
+ * only the UIDs seen, below uidnext (EXAMINE's UIDNEXT: messages copied in
+ * through the mount meanwhile stay). Frees ctx->uids. */
+static int sync_batch_finish(struct meta_ctx *ctx, int r, bool retain, uint32_t uidnext)
+{
+	if (r == 0 && retain) {
+		if (ctx->n)
+			qsort(ctx->uids, ctx->n, sizeof(*ctx->uids), sync_cmp_uid);
+		r = cache_batch_retain_below(ctx->batch, ctx->uids, ctx->n, uidnext);
+	}
+	if (r == 0)
+		r = cache_batch_commit(ctx->batch);
+	else
+		cache_batch_abort(ctx->batch);
+	free(ctx->uids);
+	ctx->uids = NULL;
+	return r;
+}
+
 /* Messages at or above uidnext (as EXAMINE reported it before the FETCH)
  * came after the answer was made: files copied in through the mount
  * meanwhile. The answer cannot speak for them (retains keep them). */
@@ -899,17 +918,7 @@ static int sync_listing_full(struct fs *fs, struct pool_conn *conn, struct fs_di
 	sync_stream_end(ctx.stream_dir, r);
 	if (ctx.stream_dir && sync_test_listing_delay_ms())
 		usleep(sync_test_listing_delay_ms() * 10000); /* readers meet the unpublished listing */
-	if (r == 0) {
-		if (ctx.n)
-			qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
-		r = cache_batch_retain_below(ctx.batch, ctx.uids, ctx.n, info->uidnext);
-	}
-	if (r == 0)
-		r = cache_batch_commit(ctx.batch);
-	else
-		cache_batch_abort(ctx.batch);
-	free(ctx.uids);
-	return r;
+	return sync_batch_finish(&ctx, r, true, info->uidnext);
 }
 
 /* Changes since the last sync. *check_out: verify the count afterwards. */
@@ -918,13 +927,14 @@ static int sync_listing_incremental(struct fs *fs, struct pool_conn *conn, int64
 				    const struct cache_mailbox *cached, uint32_t max_uid)
 {
 	struct meta_ctx ctx = { .known_max = max_uid };
+	bool condstore = info->highestmodseq > 0 && cached->highestmodseq > 0;
 	char set[32];
 	int r;
 
 	r = cache_batch_begin(fs->cache, id, &ctx.batch);
 	if (r)
 		return r;
-	if (info->highestmodseq > 0 && cached->highestmodseq > 0) {
+	if (condstore) {
 		/* CONDSTORE: changed and new messages; QRESYNC adds VANISHED */
 		r = sync_fetch_meta(conn, "1:*", items, cached->highestmodseq, &ctx);
 	} else {
@@ -939,18 +949,9 @@ static int sync_listing_incremental(struct fs *fs, struct pool_conn *conn, int64
 			snprintf(set, sizeof(set), "1:%u", max_uid);
 			r = sync_fetch_meta(conn, set, IMAP_META_FLAGS, 0, &ctx);
 		}
-		if (r == 0) {
-			if (ctx.n)
-				qsort(ctx.uids, ctx.n, sizeof(*ctx.uids), sync_cmp_uid);
-			r = cache_batch_retain_below(ctx.batch, ctx.uids, ctx.n, info->uidnext);
-		}
 	}
-	if (r == 0)
-		r = cache_batch_commit(ctx.batch);
-	else
-		cache_batch_abort(ctx.batch);
-	free(ctx.uids);
-	return r;
+	/* without CONDSTORE, what the server did not list is gone */
+	return sync_batch_finish(&ctx, r, !condstore, info->uidnext);
 }
 
 static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)

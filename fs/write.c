@@ -411,8 +411,6 @@ out_stale:
 
 static int write_job_init(struct fs *fs, struct fs_dir *dir, struct append_job *j)
 {
-	uint64_t count;
-
 	memset(j, 0, sizeof(*j));
 	j->dir = dir;
 	pthread_rwlock_rdlock(&fs->tree_lock);
@@ -423,8 +421,11 @@ static int write_job_init(struct fs *fs, struct fs_dir *dir, struct append_job *
 	pthread_rwlock_unlock(&fs->tree_lock);
 	if (!j->server_name)
 		return -ENOENT;
-	if (cache_message_count(fs->cache, j->mailbox_id, &count, &j->known_max) != 0)
-		j->known_max = 0;
+	/* the highest UID in the listing: a COUNT in the cache would visit
+	 * every message of the mailbox for each file copied in */
+	pthread_mutex_lock(&dir->lock);
+	j->known_max = dir->loaded && dir->nmsgs ? dir->msgs[dir->nmsgs - 1].uid : 0;
+	pthread_mutex_unlock(&dir->lock);
 	return 0;
 }
 

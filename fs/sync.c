@@ -881,12 +881,15 @@ static size_t sync_count_newer_locked(const struct fs_dir *dir, uint32_t uidnext
 }
 
 /* Everything afresh: UID FETCH 1:* and keep only what the server has.
- * stream_dir: a directory showing no messages yet, whose readers may list
- * the answer while it arrives. */
+ * was_empty: the cache holds no message of the mailbox (first listing, or
+ * a new UIDVALIDITY dropped them): nothing to drop afterwards, and
+ * readers of a directory showing no messages yet may list the answer
+ * while it arrives. */
 static int sync_listing_full(struct fs *fs, struct pool_conn *conn, struct fs_dir *dir,
 			     int64_t id, unsigned items, const struct imap_select_info *info,
-			     bool may_stream)
+			     bool was_empty)
 {
+	bool may_stream = was_empty;
 	struct fs_dir *stream_dir = may_stream ? dir : NULL;
 	struct meta_ctx ctx = { .collect = true };
 	int r;
@@ -918,7 +921,9 @@ static int sync_listing_full(struct fs *fs, struct pool_conn *conn, struct fs_di
 	sync_stream_end(ctx.stream_dir, r);
 	if (ctx.stream_dir && sync_test_listing_delay_ms())
 		usleep(sync_test_listing_delay_ms() * 10000); /* readers meet the unpublished listing */
-	return sync_batch_finish(&ctx, r, true, info->uidnext);
+	/* a mailbox with nothing cached before has nothing to drop: spare the
+	 * walk over every UID just stored (100,000 rows for Big) */
+	return sync_batch_finish(&ctx, r, !was_empty, info->uidnext);
 }
 
 /* Changes since the last sync. *check_out: verify the count afterwards. */

@@ -10,10 +10,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -222,6 +224,99 @@ static int conn_ssl_retry(struct imap_conn *c, int r, const char *what, struct i
 	}
 }
 
+/*
+ * One client SSL_CTX per process, shared by every connection (reference
+ * counted): loading the system's trust store parses some 150 certificates,
+ * 25-40 ms of CPU here, and a mount opens five connections at once while
+ * its first listing runs. Rebuilt when the CA file asked for is another
+ * one, or the same path changed on disk.
+ */
+struct conn_ctx_key {
+	char *cafile;            /* NULL: the system store only */
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+
+static pthread_mutex_t conn_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *conn_ctx_cached;
+static struct conn_ctx_key conn_ctx_cached_key;
+
+static bool conn_ctx_key_same(const struct conn_ctx_key *a, const struct conn_ctx_key *b)
+{
+	if (!a->cafile || !b->cafile)
+		return !a->cafile && !b->cafile;
+	return strcmp(a->cafile, b->cafile) == 0 && a->dev == b->dev && a->ino == b->ino &&
+	       a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+	       a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* A new context: TLS 1.2 or later, peers verified against the system store
+ * and cafile. NULL with err set. */
+static SSL_CTX *conn_ctx_new(const char *cafile, struct imap_error *err)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char reason[200];
+
+	if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		conn_ssl_reason(reason, sizeof(reason));
+		imap_error_set(err, IMAP_ERR_TLS, NULL, "TLS setup failed: %s", reason);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	(void)SSL_CTX_set_default_verify_paths(ctx);
+	if (cafile && SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
+		conn_ssl_reason(reason, sizeof(reason));
+		imap_error_set(err, IMAP_ERR_TLS, NULL, "cannot load CA file %s: %s", cafile,
+			       reason);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+/* The shared context for cafile, with a reference for the caller. */
+static SSL_CTX *conn_ctx_get(const char *cafile, struct imap_error *err)
+{
+	struct conn_ctx_key key = { 0 };
+	struct stat st;
+	SSL_CTX *ctx;
+
+	if (cafile) {
+		if (stat(cafile, &st) == 0) {
+			key.dev = st.st_dev;
+			key.ino = st.st_ino;
+			key.size = st.st_size;
+			key.mtime = st.st_mtim;
+		}
+		key.cafile = (char *)cafile;
+	}
+	pthread_mutex_lock(&conn_ctx_lock);
+	if (conn_ctx_cached && conn_ctx_key_same(&conn_ctx_cached_key, &key)) {
+		ctx = conn_ctx_cached;
+		SSL_CTX_up_ref(ctx);
+		pthread_mutex_unlock(&conn_ctx_lock);
+		return ctx;
+	}
+	ctx = conn_ctx_new(cafile, err);
+	if (ctx) {
+		char *copy = cafile ? strdup(cafile) : NULL;
+
+		if (!cafile || copy) {
+			SSL_CTX_free(conn_ctx_cached);
+			free(conn_ctx_cached_key.cafile);
+			conn_ctx_cached = ctx;
+			conn_ctx_cached_key = key;
+			conn_ctx_cached_key.cafile = copy;
+			SSL_CTX_up_ref(ctx);
+		}
+	}
+	pthread_mutex_unlock(&conn_ctx_lock);
+	return ctx;
+}
+
 int imap_conn_start_tls(struct imap_conn *c, const char *host, const char *cafile,
 			struct imap_error *err)
 {
@@ -231,19 +326,9 @@ int imap_conn_start_tls(struct imap_conn *c, const char *host, const char *cafil
 	int r;
 
 	ERR_clear_error();
-	c->ctx = SSL_CTX_new(TLS_client_method());
+	c->ctx = conn_ctx_get(cafile, err);
 	if (!c->ctx)
-		goto out_openssl;
-	if (SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1)
-		goto out_openssl;
-	(void)SSL_CTX_set_default_verify_paths(c->ctx);
-	if (cafile && SSL_CTX_load_verify_locations(c->ctx, cafile, NULL) != 1) {
-		conn_ssl_reason(reason, sizeof(reason));
-		imap_error_set(err, IMAP_ERR_TLS, NULL, "cannot load CA file %s: %s", cafile,
-			       reason);
 		return -1;
-	}
-	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
 	c->ssl = SSL_new(c->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
 		goto out_openssl;

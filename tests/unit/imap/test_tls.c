@@ -333,6 +333,61 @@ static void test_implicit_refusals(void **state)
 	check_refused("good.test", "/nonexistent/ca.pem", "cannot load CA file");
 }
 
+/* Write cert (PEM) to path, replacing its content. */
+static void write_pem(const char *path, X509 *cert)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(PEM_write_X509(f, cert), 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* The client context is shared between connections, but a CA file that
+ * changed on disk is read again: trust follows the file, not the cache. */
+static void test_cafile_replaced(void **state)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *other = X509_new();
+	X509_NAME *name;
+	struct imap_error err;
+	struct tsrv *v;
+
+	(void)state;
+	assert_non_null(key);
+	assert_non_null(other);
+	X509_set_version(other, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(other), 2);
+	X509_gmtime_adj(X509_getm_notBefore(other), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(other), 3600);
+	X509_set_pubkey(other, key);
+	name = X509_get_subject_name(other);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"other.test",
+				   -1, -1, 0);
+	X509_set_issuer_name(other, name);
+	assert_true(X509_sign(other, key, EVP_sha256()) > 0);
+
+	/* twice with the same file: the second one uses the shared context */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(open_tls("implicit", IMAP_TLS_IMPLICIT, "good.test", test_cafile,
+					  &err, &v),
+				 0);
+		tsrv_join(v);
+		tsrv_finish_checked(v);
+	}
+	/* the same path now holds another CA: the server is not trusted */
+	write_pem(test_cafile, other);
+	check_refused("good.test", test_cafile, "certificate check failed");
+	/* and back */
+	write_pem(test_cafile, test_cert);
+	assert_int_equal(open_tls("implicit", IMAP_TLS_IMPLICIT, "good.test", test_cafile, &err, &v),
+			 0);
+	tsrv_join(v);
+	tsrv_finish_checked(v);
+	X509_free(other);
+	EVP_PKEY_free(key);
+}
+
 static void test_starttls_upgrade(void **state)
 {
 	struct imap_error err;
@@ -394,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_implicit_name),
 		cmocka_unit_test(test_implicit_ip),
 		cmocka_unit_test(test_implicit_refusals),
+		cmocka_unit_test(test_cafile_replaced),
 		cmocka_unit_test(test_starttls_upgrade),
 		cmocka_unit_test(test_starttls_plaintext_state),
 	};

@@ -687,7 +687,8 @@ static void sync_stream_flush(struct meta_ctx *ctx)
 			st->msgs = bigger;
 			st->cap = cap;
 		} else {
-			/* readers wait for the end of the listing instead */
+			/* out of memory: the stream ends with ENOMEM for its
+			 * readers; later opens wait for the stored listing */
 			st->done = true;
 			st->error = -ENOMEM;
 			dir->stream = NULL;

@@ -752,23 +752,29 @@ static int modify_create_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	return 0;
 }
 
+/* Nobody may have the mailbox selected while it is deleted or renamed:
+ * the other connections let go of it, and so does this one. */
+static void modify_let_go(struct fs *fs, struct pool_conn *conn, const char *name)
+{
+	pool_release_mailbox(fs->pool, conn, name, 2000);
+	if (conn->selected && strcmp(conn->selected, name) == 0) {
+		free(conn->selected);
+		conn->selected = NULL;
+		imap_unselect(conn->session, NULL);
+	}
+}
+
 static int modify_delete_job(struct fs *fs, struct pool_conn *conn, void *arg)
 {
 	struct mbox_job *j = arg;
 	struct imap_status_info st;
 	struct children_ctx c = { .self = j->name };
 
-	/* nobody may have it selected while it goes: the other connections
-	 * let go of it, and so does this one, before STATUS too, as a
-	 * session's STATUS of its selected mailbox answers from its own view,
-	 * which can still count messages other sessions just expunged (rm -rf
-	 * of a mailbox filled a moment before failed with ENOTEMPTY) */
-	pool_release_mailbox(fs->pool, conn, j->name, 2000);
-	if (conn->selected && strcmp(conn->selected, j->name) == 0) {
-		free(conn->selected);
-		conn->selected = NULL;
-		imap_unselect(conn->session, NULL);
-	}
+	/* before STATUS too: a session's STATUS of its selected mailbox
+	 * answers from its own view, which can still count messages other
+	 * sessions just expunged (rm -rf of a mailbox filled a moment before
+	 * failed with ENOTEMPTY) */
+	modify_let_go(fs, conn, j->name);
 	if (j->check_empty) {
 		char *pattern;
 
@@ -798,8 +804,8 @@ static int modify_rename_job(struct fs *fs, struct pool_conn *conn, void *arg)
 {
 	struct mbox_job *j = arg;
 
-	pool_release_mailbox(fs->pool, conn, j->name, 2000);
-	if (conn->selected) {
+	modify_let_go(fs, conn, j->name);
+	if (conn->selected) { /* names under it change too: select afresh */
 		free(conn->selected);
 		conn->selected = NULL;
 	}

@@ -157,11 +157,11 @@ struct fs {
 	 * time and makes the others sleep in its busy handler; a mutex hands
 	 * over at once */
 	pthread_mutex_t body_write_lock;
-	/* threads waiting for body_write_lock (atomic): a fetch holding it
-	 * for a group of bodies commits the group and lets go, at once when
-	 * urgent (a reader waits for the waiting thread's fetch) */
-	unsigned body_write_wanted;
-	unsigned body_write_urgent;
+
+	/* counters for the -d summary at exit (atomic): reads that waited
+	 * for a body fetch and for how long, and waits for body_write_lock */
+	uint64_t stat_read_waits, stat_read_wait_us;
+	uint64_t stat_lock_waits, stat_lock_wait_us;
 
 	/* directory handles not released yet (the kernel may never send
 	 * RELEASEDIR for some when the daemon stops): freed at exit */
@@ -182,6 +182,7 @@ struct fs {
 
 /* --- util (tree.c) --- */
 int64_t fs_now_ms(void);         /* wall clock */
+uint64_t fs_mono_us(void);       /* monotonic clock, microseconds */
 void fs_cond_init(pthread_cond_t *cond); /* timed waits on CLOCK_MONOTONIC */
 /* the absolute CLOCK_MONOTONIC time timeout_ms from now, for timed waits */
 void fs_deadline(struct timespec *ts, int timeout_ms);

@@ -45,9 +45,7 @@
 					    * sends (128 KiB readahead) */
 #define GROUP_MAX_COUNT 100                /* bodies in one cache transaction */
 #define GROUP_MAX_BYTES (1024 * 1024)      /* and their bytes */
-#define GROUP_MAX_BODY (128 * 1024)        /* larger bodies are committed alone */
-#define RECENT_MAX_BODY GROUP_MAX_BODY     /* larger bodies are not kept in fs->recent */
-#define GROUP_MIN_YIELD 16                 /* bodies before letting another writer in */
+#define GROUP_MAX_BODY (128 * 1024)        /* larger bodies stream into the cache alone */
 
 /* The head of one large message, fetched with BODY.PEEK[]<0.LARGE_HEAD> and
  * kept in memory (dir->head): `head`, `file` or a mail client's preview
@@ -67,6 +65,13 @@ struct fs_head {
 	int error;               /* dir->lock */
 };
 
+struct held_body {
+	size_t idx;              /* in the fetch's uids */
+	uint32_t uid;
+	char *data;
+	size_t len;
+};
+
 struct fs_fetch {
 	struct fs_fetch *next;   /* in dir->fetches */
 	struct fs *fs;
@@ -84,19 +89,19 @@ struct fs_fetch {
 	/* streaming state, touched only by the worker running the job */
 	struct cache_body_writer *writer;
 	uint32_t writer_uid;
-	/* a copy of the small body arriving, for fs->recent */
+	/* the small body arriving */
 	char *mem;
 	size_t mem_len, mem_size;
 	uint32_t mem_uid;
-	/* Bodies of one response are committed in groups (one cache
-	 * transaction, fs->body_write_lock held throughout), marked done when
-	 * the group commits: at once when a reader waits for this fetch or
-	 * another thread wants to write, else every GROUP_MAX_* and at the
-	 * end of the response. */
-	bool group;              /* a group is open */
-	size_t *pending;         /* indexes of the bodies in it */
-	size_t npending;
-	uint64_t group_bytes;
+	/* Small bodies that arrived, held in memory and stored in groups (one
+	 * cache transaction each, fs->body_write_lock held only for that),
+	 * marked done once stored: at once when a reader waits for this
+	 * fetch, else every GROUP_MAX_* and at the end of the response. So
+	 * no worker waits for the cache while it reads the network, and none
+	 * holds the lock while it does. */
+	struct held_body *held;
+	size_t nheld, held_cap;
+	uint64_t held_bytes;
 };
 
 /* --- helpers --- */
@@ -1199,7 +1204,9 @@ static void sync_fetch_unref_locked(struct fs_fetch *f)
 	free(f->server_name);
 	free(f->uids);
 	free(f->done);
-	free(f->pending);
+	for (size_t k = 0; k < f->nheld; k++)
+		free(f->held[k].data);
+	free(f->held);
 	free(f->mem);
 	free(f);
 }
@@ -1243,48 +1250,81 @@ static struct fs_fetch *sync_fetch_find_locked(struct fs_dir *dir, uint32_t uid,
 static void sync_body_lock(struct fs_fetch *f)
 {
 	struct fs *fs = f->fs;
-	unsigned *counter;
+	uint64_t t0;
 
 	if (pthread_mutex_trylock(&fs->body_write_lock) == 0)
 		return;
-	counter = __atomic_load_n(&f->waiting, __ATOMIC_SEQ_CST) > 0 ? &fs->body_write_urgent
-								      : &fs->body_write_wanted;
-	__atomic_add_fetch(counter, 1, __ATOMIC_SEQ_CST);
+	t0 = fs_mono_us();
 	pthread_mutex_lock(&fs->body_write_lock);
-	__atomic_sub_fetch(counter, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&fs->stat_lock_waits, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&fs->stat_lock_wait_us, fs_mono_us() - t0, __ATOMIC_RELAXED);
 }
 
-/* Commit the open group (if any) and mark its bodies done. */
-static void sync_group_commit(struct fs_fetch *f)
+/* Store the held bodies in one cache transaction, hand them to fs->recent
+ * and mark them done. fs->body_write_lock is taken only for the cache
+ * writes, never while the response is read from the network. */
+static void sync_held_flush(struct fs_fetch *f)
 {
+	struct fs *fs = f->fs;
+	bool group;
 	int r;
 
-	if (!f->group)
+	if (f->nheld == 0)
 		return;
-	r = cache_write_commit(f->fs->cache);
-	pthread_mutex_unlock(&f->fs->body_write_lock);
-	f->group = false;
-	if (r)
-		log_warnx("cache: %zu bodies of %s: %s", f->npending, f->server_name, strerror(-r));
-	if (f->npending) {
-		pthread_mutex_lock(&f->dir->lock);
-		for (size_t k = 0; k < f->npending; k++)
-			f->done[f->pending[k]] = true;
-		pthread_cond_broadcast(&f->dir->cond);
-		pthread_mutex_unlock(&f->dir->lock);
+	sync_body_lock(f);
+	group = cache_write_begin(fs->cache) == 0;
+	for (size_t k = 0; k < f->nheld; k++) {
+		struct held_body *h = &f->held[k];
+		struct cache_body_writer *w = NULL;
+
+		r = cache_body_begin(fs->cache, f->mailbox_id, h->uid, h->len, &w);
+		if (r == 0 && (r = cache_body_write(w, h->data, h->len)) != 0)
+			cache_body_abort(w);
+		else if (r == 0)
+			r = cache_body_commit(w);
+		if (r)
+			log_warnx("cache: body of %u: %s", h->uid, strerror(-r));
 	}
-	f->npending = 0;
-	f->group_bytes = 0;
+	r = group ? cache_write_commit(fs->cache) : 0;
+	pthread_mutex_unlock(&fs->body_write_lock);
+	if (r)
+		log_warnx("cache: %zu bodies of %s: %s", f->nheld, f->server_name, strerror(-r));
+	for (size_t k = 0; k < f->nheld; k++) {
+		struct held_body *h = &f->held[k];
+
+		if (fs->recent)
+			recent_put(fs->recent, f->mailbox_id, f->uidvalidity, h->uid, h->data, h->len);
+		else
+			free(h->data);
+		h->data = NULL;
+	}
+	pthread_mutex_lock(&f->dir->lock);
+	for (size_t k = 0; k < f->nheld; k++)
+		f->done[f->held[k].idx] = true;
+	pthread_cond_broadcast(&f->dir->cond);
+	pthread_mutex_unlock(&f->dir->lock);
+	f->nheld = 0;
+	f->held_bytes = 0;
 }
 
-/* whether the open group should be committed now */
-static bool sync_group_due(const struct fs_fetch *f)
+/* whether the held bodies should be stored now: a reader waits for this
+ * fetch, or enough are held */
+static bool sync_held_due(const struct fs_fetch *f)
 {
-	return f->group && (f->npending >= GROUP_MAX_COUNT || f->group_bytes >= GROUP_MAX_BYTES ||
-			    __atomic_load_n(&f->waiting, __ATOMIC_SEQ_CST) > 0 ||
-			    __atomic_load_n(&f->fs->body_write_urgent, __ATOMIC_SEQ_CST) > 0 ||
-			    (f->npending >= GROUP_MIN_YIELD &&
-			     __atomic_load_n(&f->fs->body_write_wanted, __ATOMIC_SEQ_CST) > 0));
+	return f->nheld > 0 &&
+	       (f->nheld >= GROUP_MAX_COUNT || f->held_bytes >= GROUP_MAX_BYTES ||
+		__atomic_load_n(&f->waiting, __ATOMIC_SEQ_CST) > 0);
+}
+
+/* drop a large body being streamed into the cache */
+static void sync_writer_abort(struct fs_fetch *f)
+{
+	if (!f->writer)
+		return;
+	sync_body_lock(f);
+	cache_body_abort(f->writer);
+	pthread_mutex_unlock(&f->fs->body_write_lock);
+	f->writer = NULL;
 }
 
 static int sync_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t size)
@@ -1292,34 +1332,26 @@ static int sync_sink_begin(void *arg, uint32_t uid, uint64_t offset, uint64_t si
 	struct fs_fetch *f = arg;
 	int r;
 
-	if (f->writer) {
-		if (!f->group)
-			sync_body_lock(f);
-		cache_body_abort(f->writer);
-		if (!f->group)
-			pthread_mutex_unlock(&f->fs->body_write_lock);
-	}
-	f->writer = NULL;
+	sync_writer_abort(f);
 	free(f->mem);
 	f->mem = NULL;
 	if (offset != 0 || sync_fetch_index(f, uid) < 0)
 		return 0; /* not asked for: ignore */
-	if (f->fs->recent && size > 0 && size <= RECENT_MAX_BODY) {
-		f->mem = malloc(size);
+	if (size <= GROUP_MAX_BODY) {
+		/* held in memory until stored with others (sync_held_flush) */
+		f->mem = malloc(size ? size : 1);
 		f->mem_len = 0;
 		f->mem_size = size;
 		f->mem_uid = uid;
+		if (!f->mem)
+			log_warnx("body of %u: %s", uid, strerror(ENOMEM));
+		return 0;
 	}
-	if (size > GROUP_MAX_BODY || sync_group_due(f))
-		sync_group_commit(f);
-	if (size <= GROUP_MAX_BODY && !f->group) {
-		sync_body_lock(f);
-		if (cache_write_begin(f->fs->cache) == 0)
-			f->group = true;
-		else
-			pthread_mutex_unlock(&f->fs->body_write_lock);
-	}
+	/* a large body streams into the cache: the held ones go first */
+	sync_held_flush(f);
+	sync_body_lock(f);
 	r = cache_body_begin(f->fs->cache, f->mailbox_id, uid, size, &f->writer);
+	pthread_mutex_unlock(&f->fs->body_write_lock);
 	if (r) {
 		log_warnx("cache: body of %u: %s", uid, strerror(-r));
 		f->writer = NULL;
@@ -1336,31 +1368,22 @@ static int sync_sink_data(void *arg, uint32_t uid, const void *buf, size_t len)
 		if (len <= f->mem_size - f->mem_len) {
 			memcpy(f->mem + f->mem_len, buf, len);
 			f->mem_len += len;
-		} else { /* more than announced: the cache decides */
+		} else { /* more than announced: not kept */
+			log_warnx("%s/%u.eml: more bytes than announced", f->server_name, uid);
 			free(f->mem);
 			f->mem = NULL;
 		}
 	}
-
 	if (f->writer && uid == f->writer_uid) {
 		int r;
 
-		if (f->group) {
-			r = cache_body_write(f->writer, buf, len);
-			f->group_bytes += len;
-		} else {
-			sync_body_lock(f);
-			r = cache_body_write(f->writer, buf, len);
-			pthread_mutex_unlock(&f->fs->body_write_lock);
-		}
-		if (r) {
-			if (!f->group)
-				sync_body_lock(f);
+		sync_body_lock(f);
+		r = cache_body_write(f->writer, buf, len);
+		if (r)
 			cache_body_abort(f->writer);
-			if (!f->group)
-				pthread_mutex_unlock(&f->fs->body_write_lock);
+		pthread_mutex_unlock(&f->fs->body_write_lock);
+		if (r)
 			f->writer = NULL;
-		}
 	}
 	return 0;
 }
@@ -1370,37 +1393,49 @@ static int sync_sink_end(void *arg, uint32_t uid)
 	struct fs_fetch *f = arg;
 	ssize_t i = sync_fetch_index(f, uid);
 
-	if (f->mem && uid == f->mem_uid && f->mem_len == f->mem_size)
-		recent_put(f->fs->recent, f->mailbox_id, f->uidvalidity, uid, f->mem, f->mem_len);
-	else
-		free(f->mem);
+	if (f->mem && uid == f->mem_uid && f->mem_len == f->mem_size && i >= 0) {
+		if (f->nheld == f->held_cap) {
+			size_t cap = f->held_cap ? f->held_cap * 2 : 16;
+			struct held_body *bigger = realloc(f->held, cap * sizeof(*bigger));
+
+			if (!bigger) {
+				sync_held_flush(f);
+				cap = f->held_cap;
+			} else {
+				f->held = bigger;
+				f->held_cap = cap;
+			}
+		}
+		if (f->nheld < f->held_cap) {
+			f->held[f->nheld++] = (struct held_body){
+				.idx = (size_t)i, .uid = uid, .data = f->mem, .len = f->mem_len
+			};
+			f->held_bytes += f->mem_len;
+			f->mem = NULL;
+			if (sync_held_due(f))
+				sync_held_flush(f);
+			return 0;
+		}
+	}
+	free(f->mem);
 	f->mem = NULL;
 	if (f->writer && uid == f->writer_uid) {
 		int r;
 
-		if (f->group) {
-			r = cache_body_commit(f->writer);
-		} else {
-			sync_body_lock(f);
-			r = cache_body_commit(f->writer);
-			pthread_mutex_unlock(&f->fs->body_write_lock);
-		}
+		sync_body_lock(f);
+		r = cache_body_commit(f->writer);
+		pthread_mutex_unlock(&f->fs->body_write_lock);
+		f->writer = NULL;
 		if (r)
 			log_warnx("cache: body of %u: %s", uid, strerror(-r));
+		else if (i >= 0) {
+			pthread_mutex_lock(&f->dir->lock);
+			f->done[i] = true;
+			pthread_cond_broadcast(&f->dir->cond);
+			pthread_mutex_unlock(&f->dir->lock);
+		}
 	}
 	f->writer = NULL;
-	if (i < 0)
-		return 0;
-	if (f->group) {
-		f->pending[f->npending++] = (size_t)i;
-		if (sync_group_due(f))
-			sync_group_commit(f);
-		return 0;
-	}
-	pthread_mutex_lock(&f->dir->lock);
-	f->done[i] = true;
-	pthread_cond_broadcast(&f->dir->cond);
-	pthread_mutex_unlock(&f->dir->lock);
 	return 0;
 }
 
@@ -1481,15 +1516,10 @@ static int sync_fetch_job(struct fs *fs, struct pool_conn *conn, void *arg)
 			log_warnx("UID FETCH %s BODY.PEEK[]: %s", f->server_name, conn->err.reason);
 			r = fs_errno_from_imap(&conn->err);
 		}
-		if (f->writer) {
-			if (!f->group)
-				sync_body_lock(f);
-			cache_body_abort(f->writer);
-			if (!f->group)
-				pthread_mutex_unlock(&fs->body_write_lock);
-		}
-		f->writer = NULL;
-		sync_group_commit(f);
+		sync_writer_abort(f);
+		free(f->mem);
+		f->mem = NULL;
+		sync_held_flush(f);
 		free(set);
 		if (r)
 			break;
@@ -1533,9 +1563,8 @@ static struct fs_fetch *sync_fetch_start_locked(struct fs *fs, struct fs_dir *di
 	if (!f)
 		goto out_free;
 	f->done = calloc(n, sizeof(*f->done));
-	f->pending = malloc(n * sizeof(*f->pending));
 	sync_dir_mailbox(fs, dir, &f->mailbox_id, &f->server_name);
-	if (!f->done || !f->pending || !f->server_name)
+	if (!f->done || !f->server_name)
 		goto out_free;
 	f->fs = fs;
 	f->dir = dir;
@@ -1554,7 +1583,6 @@ static struct fs_fetch *sync_fetch_start_locked(struct fs *fs, struct fs_dir *di
 out_free:
 	if (f) {
 		free(f->done);
-		free(f->pending);
 		free(f->server_name);
 		free(f);
 	}
@@ -1689,6 +1717,17 @@ static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 	sync_fetch_start_locked(fs, dir, uids, n, false);
 }
 
+/* drop repeats from a sorted array; returns the new count */
+static size_t sync_uniq(uint32_t *v, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || v[k - 1] != v[i])
+			v[k++] = v[i];
+	return k;
+}
+
 /* Make sure uid is being fetched and wait for it. 0: it arrived (or was
  * there already). */
 static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id, uint32_t uid)
@@ -1696,6 +1735,7 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 	struct timespec deadline;
 	struct fs_fetch *f;
 	size_t fi = 0;
+	uint64_t t0;
 	ssize_t idx;
 	int r = 0;
 
@@ -1736,8 +1776,21 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 						 PREFETCH_MAX_COUNT - 1);
 			if (from > dir->frontier)
 				dir->frontier = from;
+			if (idx == 0 && dir->name_pos[0] == 0 && n < PREFETCH_MAX_COUNT) {
+				/* the first file in both orders: which one a scan
+				 * follows shows only with the next read, so look
+				 * ahead in the other order too (grep -r walks a large
+				 * directory in UID order, ls and globs by name) */
+				size_t other = 1;
+
+				dir->scan_by_uid = !dir->scan_by_uid;
+				n += sync_collect_locked(fs, dir, mailbox_id, &other, dir->window,
+							 uids + n, PREFETCH_MAX_COUNT - n);
+				dir->scan_by_uid = !dir->scan_by_uid;
+			}
 		}
 		qsort(uids, n, sizeof(*uids), sync_cmp_uid);
+		n = sync_uniq(uids, n);
 		f = sync_fetch_start_locked(fs, dir, uids, n, true);
 		if (!f) {
 			r = -EIO;
@@ -1748,11 +1801,14 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 	f->refs++;
 	/* the fetch commits what it holds at once while someone waits */
 	__atomic_add_fetch(&f->waiting, 1, __ATOMIC_SEQ_CST);
+	t0 = fs_mono_us();
 	fs_deadline(&deadline, fs->timeout_ms);
 	while (!f->done[fi] && !f->finished && r == 0)
 		if (pthread_cond_timedwait(&dir->cond, &dir->lock, &deadline) == ETIMEDOUT)
 			r = -ETIMEDOUT;
 	__atomic_sub_fetch(&f->waiting, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&fs->stat_read_waits, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&fs->stat_read_wait_us, fs_mono_us() - t0, __ATOMIC_RELAXED);
 	if (r == 0 && !f->done[fi])
 		r = f->error ? f->error : -ENOENT;
 	if (r == -ETIMEDOUT) {

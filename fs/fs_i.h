@@ -220,6 +220,10 @@ int pool_start(struct pool *p);
 void pool_free(struct pool *p); /* stops and joins the workers; NULL no-op */
 /* urgent jobs go before background ones (prefetch). done may be NULL. */
 int pool_submit(struct pool *p, bool urgent, pool_fn fn, pool_done_fn done, void *arg);
+/* the same for a job that selects mailbox (server name): it goes to a
+ * worker that has it selected when one can take it (pool.c) */
+int pool_submit_for(struct pool *p, bool urgent, const char *mailbox, pool_fn fn,
+		    pool_done_fn done, void *arg);
 /* Move a queued background job (fn, arg) to the urgent queue: someone now
  * waits for it. false if it is not queued (running or done). */
 bool pool_promote(struct pool *p, pool_fn fn, void *arg);

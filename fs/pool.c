@@ -30,6 +30,7 @@ struct pool_job {
 	pool_fn fn;
 	pool_done_fn done;
 	void *arg;
+	char *mailbox;          /* the mailbox the job selects, or NULL */
 	bool urgent;
 };
 
@@ -38,7 +39,10 @@ struct pool_worker {
 	bool started;
 	struct pool *pool;
 	struct pool_conn conn;
-	unsigned release_seen;  /* protected by pool->lock */
+	/* protected by pool->lock */
+	unsigned release_seen;
+	char *selected;         /* the mailbox selected and fetched from, or NULL */
+	bool busy;
 };
 
 struct pool {
@@ -199,23 +203,82 @@ static int pool_run_job(struct pool_worker *w, struct pool_job *job)
 	return r;
 }
 
-static struct pool_job *pool_take_locked(struct pool *p)
+/* Whether a worker other than w has mailbox selected (only idle ones if
+ * idle_only). pool->lock held. */
+static bool pool_selected_elsewhere_locked(const struct pool *p, const struct pool_worker *w,
+					   const char *mailbox, bool idle_only)
 {
-	struct pool_job *job = NULL;
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		const struct pool_worker *o = &p->workers[i];
 
-	if (p->urgent_head) {
-		job = p->urgent_head;
-		p->urgent_head = job->next;
-		if (!p->urgent_head)
-			p->urgent_tail = NULL;
-	} else if (p->bg_head && (p->nworkers == 1 || p->running_bg + 1 < p->nworkers)) {
-		job = p->bg_head;
-		p->bg_head = job->next;
-		if (!p->bg_head)
-			p->bg_tail = NULL;
-		p->running_bg++;
+		if (o != w && o->started && o->selected && strcmp(o->selected, mailbox) == 0 &&
+		    (!idle_only || !o->busy))
+			return true;
 	}
-	return job;
+	return false;
+}
+
+/* Unlink job (after prev, NULL for the head) from a queue. */
+static void pool_unlink(struct pool_job **head, struct pool_job **tail, struct pool_job *prev,
+			struct pool_job *job)
+{
+	if (prev)
+		prev->next = job->next;
+	else
+		*head = job->next;
+	if (*tail == job)
+		*tail = prev;
+	job->next = NULL;
+}
+
+/*
+ * The job worker w runs next, or NULL (pool->lock held). Selecting a
+ * mailbox costs the server: Dovecot reads a Maildir's whole UID list on a
+ * session's first body fetch from it (about 0.25 s for 100,000 messages).
+ * So a job goes to a worker that has its mailbox selected when one can
+ * take it: an urgent job is left to an idle worker that has its mailbox
+ * selected; a background job for a mailbox another worker has selected
+ * is left to that worker unless more are queued for it, and then this
+ * worker takes the last of them, the one needed latest, so that its
+ * selection is ready before the scan gets there.
+ */
+static struct pool_job *pool_take_locked(struct pool *p, struct pool_worker *w)
+{
+	struct pool_job *job, *prev = NULL;
+
+	for (job = p->urgent_head; job; prev = job, job = job->next) {
+		if (!job->mailbox || (w->selected && strcmp(w->selected, job->mailbox) == 0) ||
+		    !pool_selected_elsewhere_locked(p, w, job->mailbox, true)) {
+			pool_unlink(&p->urgent_head, &p->urgent_tail, prev, job);
+			return job;
+		}
+	}
+	if (!(p->nworkers == 1 || p->running_bg + 1 < p->nworkers))
+		return NULL;
+	prev = NULL;
+	for (job = p->bg_head; job; prev = job, job = job->next) {
+		struct pool_job *last = NULL, *last_prev = NULL;
+		unsigned same = 0;
+
+		if (job->mailbox && !(w->selected && strcmp(w->selected, job->mailbox) == 0) &&
+		    pool_selected_elsewhere_locked(p, w, job->mailbox, false)) {
+			for (struct pool_job *q = job, *qp = prev; q; qp = q, q = q->next) {
+				if (q->mailbox && strcmp(q->mailbox, job->mailbox) == 0) {
+					same++;
+					last = q;
+					last_prev = qp;
+				}
+			}
+			if (same < 2)
+				continue;
+			job = last;
+			prev = last_prev;
+		}
+		pool_unlink(&p->bg_head, &p->bg_tail, prev, job);
+		p->running_bg++;
+		return job;
+	}
+	return NULL;
 }
 
 /* Let go of the mailbox named in pool->release_name if this worker has it
@@ -285,6 +348,22 @@ void pool_release_mailbox(struct pool *p, struct pool_conn *self, const char *se
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* After a job: note where other workers can see it which mailbox this
+ * worker has bodies fetched from (pool->lock held; only the worker itself
+ * calls this). A job for a mailbox (pool_submit_for) leaves its
+ * selection ready for the next; any other job that changed the selection
+ * leaves none (a fresh selection is as slow to fetch from as any). */
+static void pool_worker_note_selected_locked(struct pool_worker *w, const struct pool_job *job)
+{
+	const char *now = w->conn.selected;
+
+	if (now && w->selected && strcmp(now, w->selected) == 0)
+		return;
+	free(w->selected);
+	w->selected = now && job && job->mailbox && strcmp(now, job->mailbox) == 0 ? strdup(now)
+										   : NULL;
+}
+
 static void *pool_worker_main(void *arg)
 {
 	struct pool_worker *w = arg;
@@ -296,8 +375,17 @@ static void *pool_worker_main(void *arg)
 
 		pthread_mutex_lock(&p->lock);
 		while (!p->stopping && w->release_seen == p->release_gen &&
-		       !(job = pool_take_locked(p)))
+		       !(job = pool_take_locked(p, w)))
 			pthread_cond_wait(&p->cond, &p->lock);
+		if (job) {
+			w->busy = true;
+			/* claimed at once: other workers see where the job's
+			 * mailbox will be ready while it runs */
+			if (job->mailbox && !(w->selected && strcmp(w->selected, job->mailbox) == 0)) {
+				free(w->selected);
+				w->selected = strdup(job->mailbox);
+			}
+		}
 		if (w->release_seen != p->release_gen) {
 			pool_worker_release_locked(w);
 			if (!job)
@@ -317,11 +405,17 @@ static void *pool_worker_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		if (!job->urgent)
 			p->running_bg--;
+		w->busy = false;
+		pool_worker_note_selected_locked(w, job);
 		pthread_cond_broadcast(&p->cond); /* a background slot may be free */
 		pthread_mutex_unlock(&p->lock);
+		free(job->mailbox);
 		free(job);
 	}
 	pool_conn_reset(&w->conn);
+	pthread_mutex_lock(&p->lock);
+	pool_worker_note_selected_locked(w, NULL);
+	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
@@ -371,10 +465,18 @@ int pool_start(struct pool *p)
 
 int pool_submit(struct pool *p, bool urgent, pool_fn fn, pool_done_fn done, void *arg)
 {
+	return pool_submit_for(p, urgent, NULL, fn, done, arg);
+}
+
+int pool_submit_for(struct pool *p, bool urgent, const char *mailbox, pool_fn fn,
+		    pool_done_fn done, void *arg)
+{
 	struct pool_job *job = calloc(1, sizeof(*job));
 
 	if (!job)
 		return -ENOMEM;
+	/* without its name the job just goes to any worker */
+	job->mailbox = mailbox ? strdup(mailbox) : NULL;
 	job->fn = fn;
 	job->done = done;
 	job->arg = arg;
@@ -382,6 +484,7 @@ int pool_submit(struct pool *p, bool urgent, pool_fn fn, pool_done_fn done, void
 	pthread_mutex_lock(&p->lock);
 	if (p->stopping) {
 		pthread_mutex_unlock(&p->lock);
+		free(job->mailbox);
 		free(job);
 		return -ESHUTDOWN;
 	}
@@ -457,9 +560,12 @@ void pool_free(struct pool *p)
 			lists[l] = job->next;
 			if (job->done)
 				job->done(p->fs, job->arg, -EIO);
+			free(job->mailbox);
 			free(job);
 		}
 	}
+	for (unsigned i = 0; i < p->nworkers; i++)
+		free(p->workers[i].selected);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	free(p->release_name);

@@ -1572,7 +1572,8 @@ static struct fs_fetch *sync_fetch_start_locked(struct fs *fs, struct fs_dir *di
 	f->uids = uids;
 	f->n = n;
 	f->uidvalidity = dir->uidvalidity;
-	if (pool_submit(fs->pool, urgent, sync_fetch_job, sync_fetch_done, f) != 0) {
+	if (pool_submit_for(fs->pool, urgent, f->server_name, sync_fetch_job, sync_fetch_done, f) !=
+	    0) {
 		f->uids = NULL;
 		goto out_free;
 	}
@@ -1949,7 +1950,7 @@ static int sync_head_read(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
 		sync_dir_mailbox(fs, dir, &h->mailbox_id, &h->server_name);
 		h->busy = true;
 		h->refs = 2; /* dir->head and the job */
-		if (!h->server_name || pool_submit(fs->pool, true, sync_head_job, sync_head_done, h)) {
+		if (!h->server_name || pool_submit_for(fs->pool, true, h->server_name, sync_head_job, sync_head_done, h)) {
 			h->refs = 1;
 			sync_head_unref_locked(h);
 			r = -EAGAIN;

@@ -112,6 +112,8 @@ struct fs_dir {
 	unsigned seq_run;            /* consecutive reads in scan order */
 	size_t frontier;             /* scan position past the last one fetched ahead */
 	uint64_t window;             /* bytes to fetch ahead */
+	bool next_started;           /* this scan started the next directory's look-ahead */
+	bool prefetch_first;         /* a walk gets here next: fetch the first files once listed */
 	/* The listing in file-name order ("10.eml" before "2.eml"). Built
 	 * from msgs when needed; the last three fields tell which msgs it was
 	 * built for. */

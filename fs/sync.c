@@ -1057,19 +1057,30 @@ out:
 	return r;
 }
 
+static void sync_prefetch_first(struct fs *fs, struct fs_dir *dir, int64_t id);
+
 static void sync_listing_done(struct fs *fs, void *arg, int result)
 {
 	struct fs_dir *dir = arg;
+	bool first;
 
-	(void)fs;
 	pthread_mutex_lock(&dir->lock);
 	dir->streamed = false;
 	dir->syncing = false;
 	dir->sync_background = false;
 	dir->sync_error = result;
 	dir->sync_gen++;
+	first = dir->prefetch_first && result == 0;
+	dir->prefetch_first = false;
 	pthread_cond_broadcast(&dir->cond);
 	pthread_mutex_unlock(&dir->lock);
+	if (first) {
+		int64_t id;
+
+		sync_dir_mailbox(fs, dir, &id, NULL);
+		if (id)
+			sync_prefetch_first(fs, dir, id);
+	}
 }
 
 void sync_stream_unref_locked(struct fs_stream *s)
@@ -1609,6 +1620,17 @@ static uint64_t sync_scan_bytes_locked(const struct fs_dir *dir, size_t pos)
 	return dir->scan_by_uid ? dir->msgs[pos].bytes_before : dir->name_bytes[pos];
 }
 
+/* drop repeats from a sorted array; returns the new count */
+static size_t sync_uniq(uint32_t *v, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || v[k - 1] != v[i])
+			v[k++] = v[i];
+	return k;
+}
+
 /* Collect uncached, not-in-flight messages from scan position *from on,
  * up to bytes; advances *from past what was looked at. */
 static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
@@ -1671,6 +1693,7 @@ static void sync_track_locked(struct fs_dir *dir, size_t idx)
 		dir->seq_run = 1;
 		dir->window = 0;
 		dir->frontier = 1;
+		dir->next_started = false;
 	} else {
 		dir->seq_run = 0;
 		dir->window = 0;
@@ -1681,52 +1704,148 @@ out:
 	dir->last_index = idx;
 }
 
-/* keep the look-ahead ahead of a read of listing index idx */
-static void sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, int64_t mailbox_id)
+/* Keep the look-ahead ahead of a read of listing index idx. True when a
+ * scan of the directory has begun (two reads in order) and the next
+ * directory's first files are due (sync_prefetch_next, without
+ * dir->lock): a directory ahead, so that the server's slow first fetch
+ * from a large mailbox is over before the scan gets there. */
+static bool sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, int64_t mailbox_id)
 {
 	uint64_t ahead = 0, end_idx;
 	uint32_t *uids;
 	size_t n, pos;
+	bool next = false;
 
 	if (dir->seq_run < 1 || !sync_name_order_locked(dir, false) || idx >= dir->name_for_n)
-		return;
+		return false;
+	if (dir->seq_run >= 2 && !dir->next_started) {
+		dir->next_started = true;
+		next = true;
+	}
 	pos = sync_scan_pos_locked(dir, dir->scan_by_uid, idx);
 	if (dir->frontier < pos + 1)
 		dir->frontier = pos + 1;
 	if (dir->frontier >= dir->name_for_n)
-		return;
+		return next;
 	end_idx = sat_add_u64(sync_scan_bytes_locked(dir, pos), dir->msgs[idx].size);
 	ahead = sync_scan_bytes_locked(dir, dir->frontier) - end_idx;
 	if (dir->window == 0)
 		dir->window = PREFETCH_START;
 	if (ahead >= dir->window)
-		return;
+		return next;
 	uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids));
 	if (!uids)
-		return;
+		return next;
 	n = sync_collect_locked(fs, dir, mailbox_id, &dir->frontier, dir->window, uids,
 				PREFETCH_MAX_COUNT);
 	if (dir->window < PREFETCH_MAX)
 		dir->window *= 2;
 	if (n == 0) {
 		free(uids);
-		return;
+		return next;
 	}
 	log_debug("%s: prefetching %zu messages ahead of #%zu (%s order)", dir->name, n, pos,
 		  dir->scan_by_uid ? "UID" : "name");
 	qsort(uids, n, sizeof(*uids), sync_cmp_uid);
 	sync_fetch_start_locked(fs, dir, uids, n, false);
+	return next;
 }
 
-/* drop repeats from a sorted array; returns the new count */
-static size_t sync_uniq(uint32_t *v, size_t n)
+/* The mailbox whose files a walk of the tree in readdir order (grep -r,
+ * find, tar: subdirectories are listed before files, so a directory's
+ * files come after its subdirectories') reads after dir's: the deepest
+ * first subdirectory of the next sibling, else the parent. NULL at the
+ * end. fs->tree_lock held. */
+static struct fs_dir *sync_walk_next_locked(struct fs_dir *dir)
 {
-	size_t k = 0;
+	struct fs_dir *next = dir->next_sibling;
 
-	for (size_t i = 0; i < n; i++)
-		if (k == 0 || v[k - 1] != v[i])
-			v[k++] = v[i];
-	return k;
+	while (next && !next->visible)
+		next = next->next_sibling;
+	if (!next)
+		return dir->parent && dir->parent->parent ? dir->parent : NULL;
+	for (;;) {
+		struct fs_dir *c = next->first_child;
+
+		while (c && !c->visible)
+			c = c->next_sibling;
+		if (!c)
+			return next;
+		next = c;
+	}
+}
+
+/* Start fetching the first files of dir (mailbox id) in both orders, as
+ * a first read would, before anyone reads it; when its listing is not
+ * there yet, once it is (sync_listing_done). Large messages are left to
+ * the read that wants them (their head comes first). */
+static void sync_prefetch_first(struct fs *fs, struct fs_dir *dir, int64_t id)
+{
+	uint32_t *uids;
+	size_t n = 0, k = 0;
+
+	pthread_mutex_lock(&dir->lock);
+	if (dir->have_last || dir->fetches) {
+		dir->prefetch_first = false; /* being read already */
+		pthread_mutex_unlock(&dir->lock);
+		return;
+	}
+	if (!dir->loaded || dir->stream || dir->streamed || dir->syncing) {
+		dir->prefetch_first = dir->syncing;
+		pthread_mutex_unlock(&dir->lock);
+		return;
+	}
+	dir->prefetch_first = false;
+	if (dir->nmsgs == 0 || !sync_name_order_locked(dir, false) ||
+	    !(uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids)))) {
+		pthread_mutex_unlock(&dir->lock);
+		return;
+	}
+	for (int order = 0; order < 2 && n < PREFETCH_MAX_COUNT; order++) {
+		size_t from = 0;
+
+		dir->scan_by_uid = !dir->scan_by_uid;
+		n += sync_collect_locked(fs, dir, id, &from, PREFETCH_START / 2, uids + n,
+					 PREFETCH_MAX_COUNT - n);
+	}
+	qsort(uids, n, sizeof(*uids), sync_cmp_uid);
+	n = sync_uniq(uids, n);
+	for (size_t i = 0; i < n; i++) {
+		ssize_t idx = sync_find_locked(dir, uids[i]);
+
+		if (idx >= 0 && dir->msgs[idx].size <= LARGE_MESSAGE)
+			uids[k++] = uids[i];
+	}
+	if (k == 0) {
+		free(uids);
+		pthread_mutex_unlock(&dir->lock);
+		return;
+	}
+	log_debug("%s: prefetching its first %zu messages before a walk gets there", dir->name, k);
+	sync_fetch_start_locked(fs, dir, uids, k, false);
+	pthread_mutex_unlock(&dir->lock);
+}
+
+/* A scan of dir has begun: fetch the first files of the mailbox a walk
+ * of the tree reads next, so that grep -r finds them
+ * cached and the connection that fetches them has that mailbox ready
+ * (Dovecot's first fetch from a large Maildir is slow). */
+static void sync_prefetch_next(struct fs *fs, struct fs_dir *dir)
+{
+	struct fs_dir *next = dir;
+	int64_t id = 0;
+
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	for (int hops = 0; hops < 16; hops++) {
+		next = sync_walk_next_locked(next);
+		if (!next || (next->selectable && next->mailbox_id))
+			break;
+	}
+	if (next && next->selectable)
+		id = next->mailbox_id;
+	pthread_rwlock_unlock(&fs->tree_lock);
+	if (next && id)
+		sync_prefetch_first(fs, next, id);
 }
 
 /* Make sure uid is being fetched and wait for it. 0: it arrived (or was
@@ -2004,14 +2123,18 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg
 			if (offset == 0) {
 				ssize_t idx;
 
+				bool next = false;
+
 				pthread_mutex_lock(&dir->lock);
 				idx = sync_find_locked(dir, uid);
 				if (idx >= 0 && sync_name_order_locked(dir, false) &&
 				    (size_t)idx < dir->name_for_n) {
 					sync_track_locked(dir, (size_t)idx);
-					sync_prefetch_locked(fs, dir, (size_t)idx, id);
+					next = sync_prefetch_locked(fs, dir, (size_t)idx, id);
 				}
 				pthread_mutex_unlock(&dir->lock);
+				if (next)
+					sync_prefetch_next(fs, dir);
 			}
 			return 0;
 		}

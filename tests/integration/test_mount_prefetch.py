@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Dovecot, Imapfs, check  # noqa: E402
@@ -59,6 +60,13 @@ def main():
         c.append("Large", None, None, b"From: large@example.org\r\nSubject: large\r\n\r\n"
                  + b"".join(b"%07d large message line\r\n" % i for i in range(60000)))
         big = server_bodies(c, "Large")[1]
+        # more mailboxes of a few small messages, and one in INBOX, for the
+        # look-ahead into the mailbox a walk of the tree reads next
+        for name in ("WalkA", "WalkB"):
+            c.create(name)
+            for i in range(1, 6):
+                c.append(name, None, None, msg(i))
+        c.append("INBOX", None, None, msg(1))
         with Imapfs(dc, opts=["-d", "-o", "refresh=600"]) as m:
             scan = os.path.join(m.path, "Scan")
             check(eml_uids(scan) == list(range(1, N + 1)), "Scan lists %d messages" % N)
@@ -66,10 +74,23 @@ def main():
             # a directory waits for its sync
             for name in os.listdir(m.path):
                 eml_uids(os.path.join(m.path, name))
-            # mailboxes with messages: Scan, Glob, Ordered and Large (INBOX is empty)
+            # every mailbox has messages
             meta = [x for x in commands(m) if re.search(r"UID FETCH \S+ \(UID FLAGS RFC822\.SIZE", x)]
-            check(len(meta) == 4 and all(" 1:* " in x for x in meta),
+            check(len(meta) == 7 and all(" 1:* " in x for x in meta),
                   "each first listing is one bulk UID FETCH 1:* (%s)" % meta)
+
+            # 1.eml comes first in both orders: the fetch its first read waits
+            # for looks ahead in both, so 2.eml is in it as well (nothing has
+            # been read yet, so no look-ahead from another directory either)
+            ordered = os.path.join(m.path, "Ordered")
+            expected_ordered = server_bodies(c, "Ordered")
+            n_before = len(commands(m))
+            check(read_file(os.path.join(ordered, "1.eml")) == expected_ordered[1],
+                  "Ordered/1.eml has the server's bytes")
+            first = [x for x in commands(m)[n_before:] if "BODY.PEEK[]" in x]
+            check(len(first) == 1 and {2, 3, 10, 100} <= uid_set(first[0]),
+                  "the first read of a directory fetches ahead in UID and name order (%s)"
+                  % first)
             r = subprocess.run(["grep", "-rl", "needle", scan], stdout=subprocess.PIPE, text=True)
             found = sorted(int(os.path.basename(p)[:-4]) for p in r.stdout.split())
             check(found == [i for i in range(1, N + 1) if i % 7 == 0],
@@ -112,19 +133,10 @@ def main():
 
             # fts (grep -r, find) reads a directory of over 10,000 files in
             # inode order: UID order here, not the listing's byte order
-            ordered = os.path.join(m.path, "Ordered")
-            expected_ordered = server_bodies(c, "Ordered")
             n_before = len(commands(m))
             for uid in range(1, N + 1):
                 if read_file(os.path.join(ordered, "%d.eml" % uid)) != expected_ordered[uid]:
                     raise AssertionError("Ordered/%d.eml differs from the server" % uid)
-                if uid == 1:
-                    # 1.eml comes first in both orders: the fetch it waits
-                    # for looks ahead in both, so 2.eml is in it as well
-                    first = [x for x in commands(m)[n_before:] if "BODY.PEEK[]" in x]
-                    check(len(first) == 1 and {2, 3, 10, 100} <= uid_set(first[0]),
-                          "the first read of a directory fetches ahead in UID and name "
-                          "order (%s)" % first)
             bodies = [x for x in commands(m)[n_before:] if "BODY.PEEK[]" in x]
             print("  body fetches in UID order: %s"
                   % [re.search(r"UID FETCH (\S+)", x).group(1) for x in bodies])
@@ -149,6 +161,40 @@ def main():
             log = m.stderr()
             check("LOGIN <redacted>" in log and dc.password not in log,
                   "the -d trace shows LOGIN with its arguments redacted, never the password")
+
+        # A scan of a directory fetches the first files of the mailbox a
+        # walk of the tree in readdir order (grep -r, find, tar) reads next
+        # before anything there is read. The scan needs 3 files (INBOX has
+        # 1), and Large's one message is over 1 MB (only its head is
+        # fetched, when read): of the 7 mailboxes, 5 can come first and 6
+        # second, so such neighbours always exist.
+        with Imapfs(dc, opts=["-d", "-o", "refresh=600"]) as m:
+            order = os.listdir(m.path)
+            for name in order:
+                eml_uids(os.path.join(m.path, name))  # listings done
+            pairs = [(a, b) for a, b in zip(order, order[1:])
+                     if a not in ("Large", "INBOX") and b != "Large"]
+            check(pairs, "two neighbouring mailboxes of small messages in %s" % order)
+            here, nxt = pairs[0]
+            n_before = len(commands(m))
+            names = sorted(os.listdir(os.path.join(m.path, here)), key=lambda x: x.encode())
+            for name in names[:3]:
+                read_file(os.path.join(m.path, here, name))
+            pattern = "%s: prefetching its first" % nxt
+            deadline = time.time() + 10
+            while pattern not in m.stderr() and time.time() < deadline:
+                time.sleep(0.1)
+            check(pattern in m.stderr(),
+                  "reading 3 files of %s fetches the first files of %s, next in %s"
+                  % (here, nxt, order))
+            got = read_file(os.path.join(m.path, nxt, "1.eml"))
+            check(got == server_bodies(c, nxt)[1], "%s/1.eml has the server's bytes" % nxt)
+            # UID 1 is in two body fetches: the first of the scanned mailbox
+            # and the look-ahead into the next; a fetch of its own for the
+            # read would be a third
+            ones = [x for x in commands(m)[n_before:] if "BODY.PEEK[]" in x and 1 in uid_set(x)]
+            check(len(ones) == 2,
+                  "and reading it needs no fetch of its own: it came ahead (%s)" % ones)
     return 0
 
 

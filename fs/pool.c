@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "imapfs/log.h"
+#include "route_i.h"
 
 struct pool_job {
 	struct pool_job *next;
@@ -39,10 +40,7 @@ struct pool_worker {
 	bool started;
 	struct pool *pool;
 	struct pool_conn conn;
-	/* protected by pool->lock */
-	unsigned release_seen;
-	char *selected;         /* the mailbox selected and fetched from, or NULL */
-	bool busy;
+	unsigned release_seen;  /* protected by pool->lock */
 };
 
 struct pool {
@@ -60,6 +58,9 @@ struct pool {
 	 * selected let go of it (pool_release_mailbox) */
 	char *release_name;
 	unsigned release_gen;
+	/* what job routing knows of each worker (route_i.h): routes[i] is
+	 * workers[i]'s; mailbox strings are owned here */
+	struct route_worker *routes;
 	/* fixed after pool_new */
 	unsigned nworkers;
 	struct pool_worker *workers;
@@ -203,19 +204,9 @@ static int pool_run_job(struct pool_worker *w, struct pool_job *job)
 	return r;
 }
 
-/* Whether a worker other than w has mailbox selected (only idle ones if
- * idle_only). pool->lock held. */
-static bool pool_selected_elsewhere_locked(const struct pool *p, const struct pool_worker *w,
-					   const char *mailbox, bool idle_only)
+static size_t pool_index(const struct pool *p, const struct pool_worker *w)
 {
-	for (unsigned i = 0; i < p->nworkers; i++) {
-		const struct pool_worker *o = &p->workers[i];
-
-		if (o != w && o->started && o->selected && strcmp(o->selected, mailbox) == 0 &&
-		    (!idle_only || !o->busy))
-			return true;
-	}
-	return false;
+	return (size_t)(w - p->workers);
 }
 
 /* Unlink job (after prev, NULL for the head) from a queue. */
@@ -231,24 +222,16 @@ static void pool_unlink(struct pool_job **head, struct pool_job **tail, struct p
 	job->next = NULL;
 }
 
-/*
- * The job worker w runs next, or NULL (pool->lock held). Selecting a
- * mailbox costs the server: Dovecot reads a Maildir's whole UID list on a
- * session's first body fetch from it (about 0.25 s for 100,000 messages).
- * So a job goes to a worker that has its mailbox selected when one can
- * take it: an urgent job is left to an idle worker that has its mailbox
- * selected; a background job for a mailbox another worker has selected
- * is left to that worker unless more are queued for it, and then this
- * worker takes the last of them, the one needed latest, so that its
- * selection is ready before the scan gets there.
- */
+/* The job worker w runs next, or NULL (pool->lock held): urgent ones
+ * first, background ones only while a worker stays free for urgent ones;
+ * which of them as route_i.h says. */
 static struct pool_job *pool_take_locked(struct pool *p, struct pool_worker *w)
 {
+	size_t self = pool_index(p, w);
 	struct pool_job *job, *prev = NULL;
 
 	for (job = p->urgent_head; job; prev = job, job = job->next) {
-		if (!job->mailbox || (w->selected && strcmp(w->selected, job->mailbox) == 0) ||
-		    !pool_selected_elsewhere_locked(p, w, job->mailbox, true)) {
+		if (route_urgent(p->routes, p->nworkers, self, job->mailbox)) {
 			pool_unlink(&p->urgent_head, &p->urgent_tail, prev, job);
 			return job;
 		}
@@ -257,11 +240,10 @@ static struct pool_job *pool_take_locked(struct pool *p, struct pool_worker *w)
 		return NULL;
 	prev = NULL;
 	for (job = p->bg_head; job; prev = job, job = job->next) {
-		struct pool_job *last = NULL, *last_prev = NULL;
-		unsigned same = 0;
+		struct pool_job *last = job, *last_prev = prev;
+		size_t same = 0;
 
-		if (job->mailbox && !(w->selected && strcmp(w->selected, job->mailbox) == 0) &&
-		    pool_selected_elsewhere_locked(p, w, job->mailbox, false)) {
+		if (job->mailbox) {
 			for (struct pool_job *q = job, *qp = prev; q; qp = q, q = q->next) {
 				if (q->mailbox && strcmp(q->mailbox, job->mailbox) == 0) {
 					same++;
@@ -269,16 +251,33 @@ static struct pool_job *pool_take_locked(struct pool *p, struct pool_worker *w)
 					last_prev = qp;
 				}
 			}
-			if (same < 2)
-				continue;
+		}
+		switch (route_background(p->routes, p->nworkers, self, job->mailbox, same ? same : 1)) {
+		case ROUTE_SKIP:
+			continue;
+		case ROUTE_TAKE_LAST:
 			job = last;
 			prev = last_prev;
+			break;
+		case ROUTE_TAKE:
+			break;
 		}
 		pool_unlink(&p->bg_head, &p->bg_tail, prev, job);
 		p->running_bg++;
 		return job;
 	}
 	return NULL;
+}
+
+/* Note the mailbox worker i fetches from (pool->lock held), NULL for none. */
+static void pool_route_set_locked(struct pool *p, size_t i, const char *mailbox)
+{
+	struct route_worker *r = &p->routes[i];
+
+	if (mailbox && r->mailbox && strcmp(mailbox, r->mailbox) == 0)
+		return;
+	free((char *)r->mailbox);
+	r->mailbox = mailbox ? strdup(mailbox) : NULL;
 }
 
 /* Let go of the mailbox named in pool->release_name if this worker has it
@@ -355,13 +354,15 @@ void pool_release_mailbox(struct pool *p, struct pool_conn *self, const char *se
  * leaves none (a fresh selection is as slow to fetch from as any). */
 static void pool_worker_note_selected_locked(struct pool_worker *w, const struct pool_job *job)
 {
+	struct pool *p = w->pool;
+	size_t i = pool_index(p, w);
 	const char *now = w->conn.selected;
+	const char *had = p->routes[i].mailbox;
 
-	if (now && w->selected && strcmp(now, w->selected) == 0)
+	if (now && had && strcmp(now, had) == 0)
 		return;
-	free(w->selected);
-	w->selected = now && job && job->mailbox && strcmp(now, job->mailbox) == 0 ? strdup(now)
-										   : NULL;
+	pool_route_set_locked(p, i,
+			      now && job && job->mailbox && strcmp(now, job->mailbox) == 0 ? now : NULL);
 }
 
 static void *pool_worker_main(void *arg)
@@ -378,13 +379,11 @@ static void *pool_worker_main(void *arg)
 		       !(job = pool_take_locked(p, w)))
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (job) {
-			w->busy = true;
+			p->routes[pool_index(p, w)].busy = true;
 			/* claimed at once: other workers see where the job's
 			 * mailbox will be ready while it runs */
-			if (job->mailbox && !(w->selected && strcmp(w->selected, job->mailbox) == 0)) {
-				free(w->selected);
-				w->selected = strdup(job->mailbox);
-			}
+			if (job->mailbox)
+				pool_route_set_locked(p, pool_index(p, w), job->mailbox);
 		}
 		if (w->release_seen != p->release_gen) {
 			pool_worker_release_locked(w);
@@ -405,7 +404,7 @@ static void *pool_worker_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		if (!job->urgent)
 			p->running_bg--;
-		w->busy = false;
+		p->routes[pool_index(p, w)].busy = false;
 		pool_worker_note_selected_locked(w, job);
 		pthread_cond_broadcast(&p->cond); /* a background slot may be free */
 		pthread_mutex_unlock(&p->lock);
@@ -426,7 +425,10 @@ int pool_new(struct fs *fs, unsigned nconn, struct imap_session *first, struct p
 	if (!p)
 		return -ENOMEM;
 	p->workers = calloc(nconn, sizeof(*p->workers));
-	if (!p->workers) {
+	p->routes = calloc(nconn, sizeof(*p->routes));
+	if (!p->workers || !p->routes) {
+		free(p->workers);
+		free(p->routes);
 		free(p);
 		return -ENOMEM;
 	}
@@ -458,6 +460,9 @@ int pool_start(struct pool *p)
 			break;
 		}
 		p->workers[i].started = true;
+		pthread_mutex_lock(&p->lock);
+		p->routes[i].present = true;
+		pthread_mutex_unlock(&p->lock);
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return r;
@@ -565,7 +570,8 @@ void pool_free(struct pool *p)
 		}
 	}
 	for (unsigned i = 0; i < p->nworkers; i++)
-		free(p->workers[i].selected);
+		free((char *)p->routes[i].mailbox);
+	free(p->routes);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	free(p->release_name);

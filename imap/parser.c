@@ -85,26 +85,69 @@ int imap_parse_number(const char *s, size_t len, uint64_t max, uint64_t *out)
 	return 0;
 }
 
-static void value_free_children(struct imap_value *v)
-{
-	size_t i;
+/*
+ * The values of a response (nodes, atoms, quoted strings, list arrays)
+ * come from one arena per response and go with it: a listing of 100,000
+ * messages parsed about 30 allocations per FETCH line, a fifth of the
+ * daemon's CPU for it. Buffered literals, which may be large, keep their
+ * own allocation. Every arena byte stands for at least one byte of the
+ * response line or a bounded per-value cost, so max_line bounds it too.
+ */
+struct parser_arena {
+	struct parser_arena *next;
+	size_t used, cap;
+	_Alignas(16) unsigned char data[];
+};
 
-	for (i = 0; i < v->count; i++) {
-		value_free_children(v->items[i]);
-		free(v->items[i]);
+#define ARENA_FIRST 2048
+#define ARENA_MAX_CHUNK (64 * 1024)
+
+static void *arena_alloc(struct imap_parser *p, struct imap_response *r, size_t n)
+{
+	struct parser_arena *a = r->arena;
+	size_t need = (n + 15) & ~(size_t)15;
+
+	if (!a || a->cap - a->used < need) {
+		size_t cap = a ? a->cap * 2 : ARENA_FIRST;
+
+		if (cap > ARENA_MAX_CHUNK)
+			cap = ARENA_MAX_CHUNK;
+		if (cap < need)
+			cap = need;
+		a = malloc(sizeof(*a) + cap);
+		if (!a) {
+			parser_fail(p, "out of memory");
+			return NULL;
+		}
+		a->next = r->arena;
+		a->used = 0;
+		a->cap = cap;
+		r->arena = a;
 	}
-	free(v->items);
-	free(v->str);
-	v->items = NULL;
-	v->str = NULL;
-	v->count = v->cap = 0;
+	a->used += need;
+	return a->data + a->used - need;
+}
+
+/* free what the arena does not hold: buffered literals */
+static void value_free_literals(struct imap_value *v)
+{
+	for (size_t i = 0; i < v->count; i++)
+		value_free_literals(v->items[i]);
+	if (v->literal)
+		free(v->str);
 }
 
 void imap_response_free(struct imap_response *r)
 {
 	if (!r)
 		return;
-	value_free_children(&r->args);
+	value_free_literals(&r->args);
+	while (r->arena) {
+		struct parser_arena *next = r->arena->next;
+
+		free(r->arena);
+		r->arena = next;
+	}
 	free(r->code_args);
 	free(r->text);
 	free(r);
@@ -176,20 +219,19 @@ static struct imap_value *value_append(struct imap_parser *p, enum imap_value_ty
 
 	if (list->count == list->cap) {
 		size_t cap = list->cap ? list->cap * 2 : 8;
-		struct imap_value **items = realloc(list->items, cap * sizeof(*items));
+		struct imap_value **items = arena_alloc(p, p->resp, cap * sizeof(*items));
 
-		if (!items) {
-			parser_fail(p, "out of memory");
+		if (!items)
 			return NULL;
-		}
+		if (list->count)
+			memcpy(items, list->items, list->count * sizeof(*items));
 		list->items = items;
 		list->cap = cap;
 	}
-	v = calloc(1, sizeof(*v));
-	if (!v) {
-		parser_fail(p, "out of memory");
+	v = arena_alloc(p, p->resp, sizeof(*v));
+	if (!v)
 		return NULL;
-	}
+	memset(v, 0, sizeof(*v));
 	v->type = type;
 	list->items[list->count++] = v;
 	return v;
@@ -210,9 +252,8 @@ static char *parser_strndup(struct imap_parser *p, const char *s, size_t n)
 
 static bool is_atom_char(unsigned char c)
 {
-	if (c <= 0x20 || c == 0x7f)
-		return false;
-	return !strchr("(){\"", c);
+	/* per byte of every atom: no strchr call */
+	return c > 0x20 && c != 0x7f && c != '(' && c != ')' && c != '{' && c != '"';
 }
 
 /* tag = 1*<any ASTRING-CHAR except "+"> */
@@ -494,11 +535,9 @@ static int parse_args(struct imap_parser *p, const char *s, size_t len, size_t i
 			v = value_append(p, IMAP_VAL_STRING);
 			if (!v)
 				return -1;
-			d = malloc(n + 1);
-			if (!d) {
-				parser_fail(p, "out of memory");
+			d = arena_alloc(p, p->resp, n + 1);
+			if (!d)
 				return -1;
-			}
 			v->str = d;
 			v->len = n;
 			for (size_t k = start; k < i; k++) {
@@ -567,9 +606,11 @@ static int parse_args(struct imap_parser *p, const char *s, size_t len, size_t i
 				v = value_append(p, IMAP_VAL_ATOM);
 				if (!v)
 					return -1;
-				v->str = parser_strndup(p, s + start, i - start);
+				v->str = arena_alloc(p, p->resp, i - start + 1);
 				if (!v->str)
 					return -1;
+				memcpy(v->str, s + start, i - start);
+				v->str[i - start] = '\0';
 				v->len = i - start;
 			}
 		}

@@ -35,6 +35,8 @@ enum imap_value_type {
 	IMAP_VAL_STREAMED, /* literal delivered to the callbacks; only its size kept */
 };
 
+struct parser_arena;
+
 struct imap_value {
 	enum imap_value_type type;
 	bool literal;             /* STRING that arrived as a literal */
@@ -67,6 +69,7 @@ struct imap_response {
 	char *code_args;                    /* raw text after the code name, NULL if none */
 	char *text;                         /* status or continuation text, never NULL */
 	struct imap_value args;             /* LIST of the data arguments */
+	struct parser_arena *arena;         /* holds args' values (parser.c) */
 };
 
 enum imap_parse_status {

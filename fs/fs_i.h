@@ -164,6 +164,7 @@ struct fs {
 	 * for a body fetch and for how long, and waits for body_write_lock */
 	uint64_t stat_read_waits, stat_read_wait_us;
 	uint64_t stat_lock_waits, stat_lock_wait_us;
+	uint64_t stat_open_stores;   /* bodies put in the page cache at open */
 
 	/* directory handles not released yet (the kernel may never send
 	 * RELEASEDIR for some when the daemon stops): freed at exit */
@@ -297,6 +298,11 @@ ssize_t sync_find_locked(const struct fs_dir *dir, uint32_t uid);
 /* dir->name_order & co. up to date for dir->msgs (dir->lock held); false
  * when out of memory. force: rebuild even if they look current. */
 bool sync_name_order_locked(struct fs_dir *dir, bool force);
+/* The whole body of uid (msg_size bytes) if it was just fetched and is
+ * still held in memory, taken out for the kernel's page cache at open,
+ * and noted as a read from its start (the look-ahead follows it); NULL
+ * otherwise. The caller frees it. */
+char *sync_take_recent(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size);
 /* Read a message's bytes: cache, or a fetch (with prefetch); the first
  * bytes of a large message from a partial fetch of its head. */
 int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size,

@@ -394,11 +394,12 @@ out:
 	ops_free_open_handles(&fs);
 	cache_close(fs.cache);
 	log_debug("reads that waited for the server: %llu, %llu ms in all; waits for the cache "
-		  "writer: %llu, %llu ms in all",
+		  "writer: %llu, %llu ms in all; bodies put in the page cache at open: %llu",
 		  (unsigned long long)fs.stat_read_waits,
 		  (unsigned long long)(fs.stat_read_wait_us / 1000),
 		  (unsigned long long)fs.stat_lock_waits,
-		  (unsigned long long)(fs.stat_lock_wait_us / 1000));
+		  (unsigned long long)(fs.stat_lock_wait_us / 1000),
+		  (unsigned long long)fs.stat_open_stores);
 	if (fs.recent) {
 		struct recent_stats rs;
 

@@ -57,8 +57,8 @@ struct recent *recent_new(size_t max_bytes, size_t max_body)
 	return r;
 }
 
-/* Unlink e from its bucket and the FIFO, and free it (lock held). */
-static void recent_remove_locked(struct recent *r, struct recent_entry *e)
+/* Unlink e from its bucket and the FIFO (lock held). */
+static void recent_unlink_locked(struct recent *r, struct recent_entry *e)
 {
 	struct recent_entry **p = &r->buckets[recent_hash(e->mailbox_id, e->uidvalidity, e->uid)];
 
@@ -76,6 +76,12 @@ static void recent_remove_locked(struct recent *r, struct recent_entry *e)
 		r->newest = e->older;
 	r->count--;
 	r->bytes -= e->len;
+}
+
+/* Unlink e and free it (lock held). */
+static void recent_remove_locked(struct recent *r, struct recent_entry *e)
+{
+	recent_unlink_locked(r, e);
 	free(e->data);
 	free(e);
 }
@@ -170,6 +176,27 @@ int recent_read(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint
 		recent_remove_locked(r, e); /* read to its end: the page cache has it now */
 	pthread_mutex_unlock(&r->lock);
 	*read_out = n;
+	return 0;
+}
+
+int recent_take(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint32_t uid,
+		char **data_out, size_t *len_out)
+{
+	struct recent_entry *e;
+
+	pthread_mutex_lock(&r->lock);
+	e = recent_find_locked(r, mailbox_id, uidvalidity, uid);
+	if (!e) {
+		r->misses++;
+		pthread_mutex_unlock(&r->lock);
+		return -ENOENT;
+	}
+	r->hits++;
+	recent_unlink_locked(r, e);
+	pthread_mutex_unlock(&r->lock);
+	*data_out = e->data;
+	*len_out = e->len;
+	free(e);
 	return 0;
 }
 

@@ -35,6 +35,11 @@ int recent_put(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint3
 int recent_read(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint32_t uid,
 		uint64_t offset, char *buf, size_t size, size_t *read_out);
 
+/* Take a whole body out: *data_out (malloc'd, the caller's now) and
+ * *len_out. -ENOENT when it is not held. */
+int recent_take(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint32_t uid,
+		char **data_out, size_t *len_out);
+
 /* For tests and the debug log. */
 struct recent_stats {
 	size_t count, bytes;        /* held now */

@@ -1535,6 +1535,7 @@ static int sync_fetch_job(struct fs *fs, struct pool_conn *conn, void *arg)
 		if (r)
 			break;
 	}
+	log_debug("%s: fetch of %zu bodies over", f->server_name, f->n);
 	return r;
 }
 
@@ -2098,6 +2099,50 @@ out_unlock:
 	return r;
 }
 
+/* A read of uid from its start found the body at hand: follow the scan
+ * it may be part of and keep the look-ahead ahead of it. */
+static void sync_note_read(struct fs *fs, struct fs_dir *dir, int64_t id, uint32_t uid)
+{
+	ssize_t idx;
+	bool next = false;
+
+	pthread_mutex_lock(&dir->lock);
+	idx = sync_find_locked(dir, uid);
+	if (idx >= 0 && sync_name_order_locked(dir, false) && (size_t)idx < dir->name_for_n) {
+		sync_track_locked(dir, (size_t)idx);
+		next = sync_prefetch_locked(fs, dir, (size_t)idx, id);
+	}
+	pthread_mutex_unlock(&dir->lock);
+	if (next)
+		sync_prefetch_next(fs, dir);
+}
+
+char *sync_take_recent(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size)
+{
+	uint32_t uidvalidity;
+	char *data = NULL;
+	size_t len = 0;
+	int64_t id;
+
+	if (!fs->recent || msg_size == 0 || msg_size > GROUP_MAX_BODY)
+		return NULL;
+	sync_dir_mailbox(fs, dir, &id, NULL);
+	if (!id)
+		return NULL;
+	pthread_mutex_lock(&dir->lock);
+	uidvalidity = dir->uidvalidity;
+	pthread_mutex_unlock(&dir->lock);
+	if (recent_take(fs->recent, id, uidvalidity, uid, &data, &len) != 0)
+		return NULL;
+	if (len != msg_size) {
+		/* not the size the file shows: the reads go the usual way */
+		free(data);
+		return NULL;
+	}
+	sync_note_read(fs, dir, id, uid);
+	return data;
+}
+
 int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg_size,
 		   uint64_t offset, char *buf, size_t size, size_t *read_out)
 {
@@ -2120,22 +2165,8 @@ int sync_read_body(struct fs *fs, struct fs_dir *dir, uint32_t uid, uint64_t msg
 		if (r == -ENOENT)
 			r = cache_body_read(fs->cache, id, uid, offset, buf, size, read_out);
 		if (r == 0) {
-			if (offset == 0) {
-				ssize_t idx;
-
-				bool next = false;
-
-				pthread_mutex_lock(&dir->lock);
-				idx = sync_find_locked(dir, uid);
-				if (idx >= 0 && sync_name_order_locked(dir, false) &&
-				    (size_t)idx < dir->name_for_n) {
-					sync_track_locked(dir, (size_t)idx);
-					next = sync_prefetch_locked(fs, dir, (size_t)idx, id);
-				}
-				pthread_mutex_unlock(&dir->lock);
-				if (next)
-					sync_prefetch_next(fs, dir);
-			}
+			if (offset == 0)
+				sync_note_read(fs, dir, id, uid);
 			return 0;
 		}
 		if (r != -ENOENT)

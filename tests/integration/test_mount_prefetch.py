@@ -91,6 +91,15 @@ def main():
             check(len(first) == 1 and {2, 3, 10, 100} <= uid_set(first[0]),
                   "the first read of a directory fetches ahead in UID and name order (%s)"
                   % first)
+            # a body fetched ahead goes into the page cache with its file's
+            # open, so reading it costs no READ request
+            deadline = time.time() + 10
+            while "Ordered: fetch of" not in m.stderr() and time.time() < deadline:
+                time.sleep(0.05)
+            check(read_file(os.path.join(ordered, "2.eml")) == expected_ordered[2],
+                  "Ordered/2.eml, fetched ahead, has the server's bytes")
+            check("Ordered/2.eml: in the page cache with the open" in m.stderr(),
+                  "and went into the page cache with the open")
             r = subprocess.run(["grep", "-rl", "needle", scan], stdout=subprocess.PIPE, text=True)
             found = sorted(int(os.path.basename(p)[:-4]) for p in r.stdout.split())
             check(found == [i for i in range(1, N + 1) if i % 7 == 0],

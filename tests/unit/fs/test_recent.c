@@ -49,6 +49,31 @@ static void test_read_whole_drops(void **state)
 	recent_free(r);
 }
 
+static void test_take_hands_over_the_body(void **state)
+{
+	struct recent *r = recent_new(1024, 512);
+	struct recent_stats st;
+	char *data = NULL, buf[8];
+	size_t len = 0, got = 0;
+
+	(void)state;
+	assert_non_null(r);
+	put(r, 1, 7, 3, "hello, world");
+	put(r, 1, 7, 4, "other");
+	assert_int_equal(recent_take(r, 1, 7, 3, &data, &len), 0);
+	assert_int_equal(len, 12);
+	assert_memory_equal(data, "hello, world", 12);
+	free(data);
+	/* gone: neither taken nor read again, the other one stays */
+	assert_int_equal(recent_take(r, 1, 7, 3, &data, &len), -ENOENT);
+	assert_int_equal(recent_read(r, 1, 7, 3, 0, buf, sizeof(buf), &got), -ENOENT);
+	assert_int_equal(recent_take(r, 1, 8, 4, &data, &len), -ENOENT);
+	recent_stats(r, &st);
+	assert_int_equal(st.count, 1);
+	assert_int_equal(st.bytes, 5);
+	recent_free(r);
+}
+
 static void test_partial_reads(void **state)
 {
 	struct recent *r = recent_new(1024, 512);
@@ -149,6 +174,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_read_whole_drops),
+		cmocka_unit_test(test_take_hands_over_the_body),
 		cmocka_unit_test(test_partial_reads),
 		cmocka_unit_test(test_key_has_uidvalidity_and_mailbox),
 		cmocka_unit_test(test_budget_drops_oldest),

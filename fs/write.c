@@ -75,6 +75,7 @@ struct wfile {
 	bool abandoned;          /* unlinked while busy */
 	bool hidden;             /* closed empty: gone by name, open by inode */
 	pid_t creator;           /* the process (thread group) that created it */
+	pid_t creator_tid;       /* and the thread, as FUSE gave it */
 };
 
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -379,7 +380,14 @@ static void write_appended(struct fs *fs, struct append_job *j, const char *name
 	int r;
 
 	notify_inval_entry(fs->notify, j->dir->ino, name);
-	if (!j->uid || !j->mailbox_id || cache_mailbox_get(fs->cache, j->mailbox_id, &mb) != 0)
+	if (!j->uid || !j->mailbox_id)
+		goto out_stale;
+	/* the listing in memory knows the mailbox's UIDVALIDITY; the cache is
+	 * asked only when it does not */
+	pthread_mutex_lock(&j->dir->lock);
+	mb.uidvalidity = j->dir->loaded ? j->dir->uidvalidity : 0;
+	pthread_mutex_unlock(&j->dir->lock);
+	if (mb.uidvalidity == 0 && cache_mailbox_get(fs->cache, j->mailbox_id, &mb) != 0)
 		goto out_stale;
 	if (mb.uidvalidity == 0) {
 		r = cache_mailbox_set_state(fs->cache, j->mailbox_id, j->uidvalidity, 0, 0, 0);
@@ -851,6 +859,7 @@ void write_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	wf->created = (int64_t)time(NULL);
 	wf->state = W_OPEN;
 	wf->creator = write_req_process(req);
+	wf->creator_tid = fuse_req_ctx(req) ? fuse_req_ctx(req)->pid : 0;
 	memset(&e, 0, sizeof(e));
 	pthread_mutex_lock(&write_lock);
 	if (write_find_name_locked(dir, name)) {
@@ -1068,9 +1077,21 @@ void write_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = write_fs(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	pid_t tid = ctx ? ctx->pid : 0;
 	struct wfile *wf;
 	bool send = false;
-	pid_t who = write_req_process(req);
+	pid_t who = -1;
+
+	pthread_mutex_lock(&write_lock);
+	wf = write_find_ino_locked(ino);
+	/* the thread that created the file is in the creating process: no
+	 * need to read /proc for it (cp closes what it created, every time) */
+	if (wf && tid > 0 && tid == wf->creator_tid)
+		who = wf->creator;
+	pthread_mutex_unlock(&write_lock);
+	if (who == -1)
+		who = write_req_process(req);
 
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);

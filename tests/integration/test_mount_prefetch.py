@@ -44,6 +44,15 @@ def uid_set(cmd):
 
 def main():
     with Dovecot() as dc:
+        # every connection of the pool logs in at mount, not with its first
+        # job: here nothing but an empty INBOX needs one
+        with Imapfs(dc, opts=["-d", "-o", "connections=4"]) as m:
+            want = ["connection %d open" % i for i in (1, 2, 3)]
+            deadline = time.time() + 10
+            while not all(w in m.stderr() for w in want) and time.time() < deadline:
+                time.sleep(0.05)
+            check(all(w in m.stderr() for w in want),
+                  "all 4 connections logged in at mount, with no file touched")
         c = dc.client()
         c.create("Scan")
         for i in range(1, N + 1):

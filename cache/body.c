@@ -710,6 +710,32 @@ bool cache_body_has(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t 
 	return found;
 }
 
+int cache_bodies_held(struct cache *c, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+		      uint32_t *uids, size_t max, size_t *n_out)
+{
+	struct cache_conn *cn;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int ret = 0;
+
+	*n_out = 0;
+	if (lo > hi || max == 0)
+		return 0;
+	st = cache_conn_stmt(c, ST_BODY_HELD_RANGE, true, &cn);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, mailbox_id);
+	sqlite3_bind_int64(st, 2, lo);
+	sqlite3_bind_int64(st, 3, hi);
+	while (n < max && (ret = cache_stmt_row(cn, st, "listing held bodies")) > 0)
+		uids[n++] = (uint32_t)sqlite3_column_int64(st, 0);
+	cache_stmt_put(cn, ST_BODY_HELD_RANGE, st);
+	if (ret < 0)
+		return ret;
+	*n_out = n;
+	return 0;
+}
+
 int cache_body_delete(struct cache *c, int64_t mailbox_id, uint32_t uid)
 {
 	struct cache_conn *cn;

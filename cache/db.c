@@ -73,6 +73,8 @@ static const char *const cache_stmt_sql[ST_COUNT] = {
 			     " WHERE mailbox_id = ?1 AND uid = ?2), b.id, b.size FROM mailbox m"
 			     " LEFT JOIN body b ON b.mailbox_id = ?1 AND b.uid = ?2"
 			     " AND b.complete = 1 WHERE m.id = ?1 LIMIT 1",
+	[ST_BODY_HELD_RANGE] = "SELECT uid FROM body WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3"
+			       " AND complete = 1 ORDER BY uid",
 	[ST_BODY_RANGE] = "SELECT id, size, complete, uid FROM body WHERE mailbox_id = ?1"
 			  " AND uid BETWEEN ?2 AND ?3",
 	[ST_BODY_DELETE_RANGE] = "DELETE FROM body WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3",

@@ -1632,8 +1632,46 @@ static size_t sync_uniq(uint32_t *v, size_t n)
 	return k;
 }
 
-/* Collect uncached, not-in-flight messages from scan position *from on,
- * up to bytes; advances *from past what was looked at. */
+static int sync_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Drop from uids[0..n) (any order) the UIDs whose bodies the cache holds;
+ * returns how many are left. UIDs close together (a scan in UID order, or
+ * by name through a run of same-length names) take one range query, not
+ * one query each: that was 5% of the daemon's CPU in a cold grep -r. */
+static size_t sync_drop_held(struct fs *fs, int64_t mailbox_id, uint32_t *uids, size_t n)
+{
+	uint32_t lo = UINT32_MAX, hi = 0, *held = NULL;
+	size_t nheld = 0, k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		lo = uids[i] < lo ? uids[i] : lo;
+		hi = uids[i] > hi ? uids[i] : hi;
+	}
+	if (n > 0 && (uint64_t)hi - lo < 8 * (uint64_t)n &&
+	    (held = malloc(((size_t)(hi - lo) + 1) * sizeof(*held))) &&
+	    cache_bodies_held(fs->cache, mailbox_id, lo, hi, held, (size_t)(hi - lo) + 1,
+			      &nheld) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (!bsearch(&uids[i], held, nheld, sizeof(*held), sync_cmp_u32))
+				uids[k++] = uids[i];
+		free(held);
+		return k;
+	}
+	free(held);
+	for (size_t i = 0; i < n; i++)
+		if (!cache_body_has(fs->cache, mailbox_id, uids[i], NULL))
+			uids[k++] = uids[i];
+	return k;
+}
+
+/* Collect not-in-flight messages the cache does not hold, from scan
+ * position *from on, up to bytes (of candidates, held or not); advances
+ * *from past what was looked at. */
 static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
 				  size_t *from, uint64_t bytes, uint32_t *uids, size_t max)
 {
@@ -1649,13 +1687,11 @@ static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mai
 		scanned++;
 		if (sync_fetch_find_locked(dir, m->uid, &dummy))
 			continue;
-		if (cache_body_has(fs->cache, mailbox_id, m->uid, NULL))
-			continue;
 		uids[n++] = m->uid;
 		got += m->size;
 	}
 	*from = i;
-	return n;
+	return sync_drop_held(fs, mailbox_id, uids, n);
 }
 
 /* Note a read at the start of the file at listing index idx (name order

@@ -176,6 +176,13 @@ int cache_body_read(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t 
  * count as a read or a hit. */
 bool cache_body_has(struct cache *c, int64_t mailbox_id, uint32_t uid, uint64_t *size_out);
 
+/* The UIDs from lo to hi whose complete bodies are held, ascending: at
+ * most max of them into uids, their number in *n_out (more may be held
+ * when it equals max). 0 or -errno. One query for what cache_body_has
+ * answers UID by UID; not a read or a hit either. */
+int cache_bodies_held(struct cache *c, int64_t mailbox_id, uint32_t lo, uint32_t hi,
+		      uint32_t *uids, size_t max, size_t *n_out);
+
 int cache_body_delete(struct cache *c, int64_t mailbox_id, uint32_t uid);
 
 /* Evict until bodies fit the budget (also done after each body commit). */

@@ -195,6 +195,45 @@ static void test_mailbox_list(void **state)
 	assert_int_equal(n.n, 2);
 }
 
+static void test_bodies_held_range(void **state)
+{
+	struct tcache *t = *state;
+	struct cache_body_writer *w = NULL;
+	uint32_t uids[8];
+	size_t n = 99;
+
+	put_messages(t->c, t->mb, 1, 9, "");
+	assert_int_equal(tcache_put_body(t->c, t->mb, 1, 100, 10), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 3, 100, 10), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 5, 100, 10), 0);
+	assert_int_equal(tcache_put_body(t->c, t->mb, 9, 100, 10), 0);
+	/* begun, not complete: not held */
+	assert_int_equal(cache_body_begin(t->c, t->mb, 4, 10, &w), 0);
+	assert_int_equal(cache_body_write(w, "12345", 5), 0);
+
+	assert_int_equal(cache_bodies_held(t->c, t->mb, 1, 5, uids, 8, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(uids[0], 1);
+	assert_int_equal(uids[1], 3);
+	assert_int_equal(uids[2], 5);
+	/* the bounds are inclusive, and max is respected */
+	assert_int_equal(cache_bodies_held(t->c, t->mb, 3, 9, uids, 2, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(uids[0], 3);
+	assert_int_equal(uids[1], 5);
+	assert_int_equal(cache_bodies_held(t->c, t->mb, 6, 8, uids, 8, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(cache_bodies_held(t->c, t->mb + 1000, 1, 9, uids, 8, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(cache_bodies_held(t->c, t->mb, 9, 1, uids, 8, &n), 0);
+	assert_int_equal(n, 0);
+	cache_body_abort(w);
+	/* the statement is reusable after a read cut short by max */
+	assert_int_equal(cache_bodies_held(t->c, t->mb, 1, 9, uids, 8, &n), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(uids[3], 9);
+}
+
 static void test_mailbox_rename_delete(void **state)
 {
 	struct tcache *t = *state;
@@ -1249,6 +1288,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_persists_and_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mailbox_put_get, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mailbox_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bodies_held_range, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mailbox_rename_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uidvalidity_change, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uidvalidity_during_body_write, setup, teardown),

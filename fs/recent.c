@@ -152,20 +152,32 @@ int recent_put(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint3
 	return 0;
 }
 
-int recent_read(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint32_t uid,
-		uint64_t offset, char *buf, size_t size, size_t *read_out)
+/* Lock r and find an entry for a read or a take, counting the hit or the
+ * miss; NULL (and r unlocked) on a miss. */
+static struct recent_entry *recent_lock_find(struct recent *r, int64_t mailbox_id,
+					     uint32_t uidvalidity, uint32_t uid)
 {
 	struct recent_entry *e;
-	size_t n = 0;
 
 	pthread_mutex_lock(&r->lock);
 	e = recent_find_locked(r, mailbox_id, uidvalidity, uid);
 	if (!e) {
 		r->misses++;
 		pthread_mutex_unlock(&r->lock);
-		return -ENOENT;
+		return NULL;
 	}
 	r->hits++;
+	return e;
+}
+
+int recent_read(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint32_t uid,
+		uint64_t offset, char *buf, size_t size, size_t *read_out)
+{
+	struct recent_entry *e = recent_lock_find(r, mailbox_id, uidvalidity, uid);
+	size_t n = 0;
+
+	if (!e)
+		return -ENOENT;
 	if (offset < e->len) {
 		n = e->len - (size_t)offset;
 		if (n > size)
@@ -182,16 +194,10 @@ int recent_read(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint
 int recent_take(struct recent *r, int64_t mailbox_id, uint32_t uidvalidity, uint32_t uid,
 		char **data_out, size_t *len_out)
 {
-	struct recent_entry *e;
+	struct recent_entry *e = recent_lock_find(r, mailbox_id, uidvalidity, uid);
 
-	pthread_mutex_lock(&r->lock);
-	e = recent_find_locked(r, mailbox_id, uidvalidity, uid);
-	if (!e) {
-		r->misses++;
-		pthread_mutex_unlock(&r->lock);
+	if (!e)
 		return -ENOENT;
-	}
-	r->hits++;
 	recent_unlink_locked(r, e);
 	pthread_mutex_unlock(&r->lock);
 	*data_out = e->data;

@@ -37,7 +37,8 @@
 
 #define PREFETCH_START (64 * 1024)         /* first look-ahead, bytes */
 #define PREFETCH_MAX (4 * 1024 * 1024)     /* largest look-ahead */
-#define PREFETCH_MAX_COUNT 500             /* messages in one UID FETCH */
+#define PREFETCH_MAX_COUNT 1500            /* messages in one look-ahead */
+#define FETCH_SET_MAX 4000                 /* bytes of one UID FETCH's UID set */
 #define PREFETCH_SCAN_LIMIT 4000           /* candidates looked at per batch */
 #define LARGE_MESSAGE (1024 * 1024)        /* above: the head is fetched alone first */
 #define LARGE_HEAD (128 * 1024)            /* the part of a large message fetched first:
@@ -1522,6 +1523,9 @@ static int sync_fetch_job(struct fs *fs, struct pool_conn *conn, void *arg)
 			log_info("%s: UIDVALIDITY changed", f->server_name);
 			r = -ESTALE;
 		}
+		if (r == 0)
+			log_debug("%s: UID FETCH of %zu bodies, a UID set of %zu bytes", f->server_name,
+				  f->n, strlen(set));
 		if (r == 0 &&
 		    imap_uid_fetch_bodies(conn->session, set, 0, 0, &sync_sink, f, &conn->err) != 0) {
 			log_warnx("UID FETCH %s BODY.PEEK[]: %s", f->server_name, conn->err.reason);
@@ -1601,6 +1605,67 @@ out_free:
 	}
 	free(uids);
 	return NULL;
+}
+
+static size_t sync_digits(uint32_t v)
+{
+	size_t d = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		d++;
+	}
+	return d;
+}
+
+/*
+ * Start fetching uids (ascending, n > 0; the array is the callee's) as
+ * one UID FETCH or, when its UID set would be longer than FETCH_SET_MAX
+ * bytes (a servers' line limit can be 8 KiB), as several. Only the one
+ * holding want (0: none) is urgent. Returns that one (or the first when
+ * want is 0); NULL if it could not start. dir->lock held.
+ */
+static struct fs_fetch *sync_fetch_start_split_locked(struct fs *fs, struct fs_dir *dir,
+						      uint32_t *uids, size_t n, bool urgent,
+						      uint32_t want)
+{
+	struct fs_fetch *ret = NULL;
+	size_t start = 0;
+
+	while (start < n) {
+		size_t end = start, len = 0;
+		bool holds;
+		uint32_t *part;
+		struct fs_fetch *f;
+
+		while (end < n) {
+			size_t r = end, add;
+
+			while (r + 1 < n && uids[r + 1] == uids[r] + 1)
+				r++;
+			add = sync_digits(uids[end]) + (r > end ? 1 + sync_digits(uids[r]) : 0) + 1;
+			if (end > start && len + add > FETCH_SET_MAX)
+				break;
+			len += add;
+			end = r + 1;
+		}
+		holds = want ? want >= uids[start] && want <= uids[end - 1] : start == 0;
+		if (start == 0 && end == n) {
+			part = uids; /* all of it: handed over as it is */
+			uids = NULL;
+		} else {
+			part = malloc((end - start) * sizeof(*part));
+			if (part)
+				memcpy(part, uids + start, (end - start) * sizeof(*part));
+		}
+		f = part ? sync_fetch_start_locked(fs, dir, part, end - start, urgent && holds)
+			 : NULL;
+		if (holds)
+			ret = f;
+		start = end;
+	}
+	free(uids);
+	return ret;
 }
 
 /* Scan positions (name order current): a listing index's position in
@@ -1784,7 +1849,7 @@ static bool sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 	log_debug("%s: prefetching %zu messages ahead of #%zu (%s order)", dir->name, n, pos,
 		  dir->scan_by_uid ? "UID" : "name");
 	qsort(uids, n, sizeof(*uids), sync_cmp_uid);
-	sync_fetch_start_locked(fs, dir, uids, n, false);
+	sync_fetch_start_split_locked(fs, dir, uids, n, false, 0);
 	return next;
 }
 
@@ -1859,7 +1924,7 @@ static void sync_prefetch_first(struct fs *fs, struct fs_dir *dir, int64_t id)
 		return;
 	}
 	log_debug("%s: prefetching its first %zu messages before a walk gets there", dir->name, k);
-	sync_fetch_start_locked(fs, dir, uids, k, false);
+	sync_fetch_start_split_locked(fs, dir, uids, k, false, 0);
 	pthread_mutex_unlock(&dir->lock);
 }
 
@@ -1948,7 +2013,7 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 		}
 		qsort(uids, n, sizeof(*uids), sync_cmp_uid);
 		n = sync_uniq(uids, n);
-		f = sync_fetch_start_locked(fs, dir, uids, n, true);
+		f = sync_fetch_start_split_locked(fs, dir, uids, n, true, uid);
 		if (!f) {
 			r = -EIO;
 			goto out_unlock;

@@ -1676,9 +1676,9 @@ static size_t sync_scan_pos_locked(const struct fs_dir *dir, bool by_uid, size_t
 	return by_uid ? idx : dir->name_pos[idx];
 }
 
-static const struct fs_msg *sync_scan_msg_locked(const struct fs_dir *dir, size_t pos)
+static const struct fs_msg *sync_scan_msg_locked(const struct fs_dir *dir, bool by_uid, size_t pos)
 {
-	return &dir->msgs[dir->scan_by_uid ? pos : dir->name_order[pos]];
+	return &dir->msgs[by_uid ? pos : dir->name_order[pos]];
 }
 
 static uint64_t sync_scan_bytes_locked(const struct fs_dir *dir, size_t pos)
@@ -1734,11 +1734,12 @@ static size_t sync_drop_held(struct fs *fs, int64_t mailbox_id, uint32_t *uids, 
 	return k;
 }
 
-/* Collect not-in-flight messages the cache does not hold, from scan
- * position *from on, up to bytes (of candidates, held or not); advances
- * *from past what was looked at. */
+/* Collect not-in-flight messages the cache does not hold, from position
+ * *from on in UID order (by_uid) or name order, up to bytes (of
+ * candidates, held or not); advances *from past what was looked at. */
 static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id,
-				  size_t *from, uint64_t bytes, uint32_t *uids, size_t max)
+				  bool by_uid, size_t *from, uint64_t bytes, uint32_t *uids,
+				  size_t max)
 {
 	size_t n = 0, scanned = 0, i = *from, dummy;
 	uint64_t got = 0;
@@ -1747,7 +1748,7 @@ static size_t sync_collect_locked(struct fs *fs, struct fs_dir *dir, int64_t mai
 		return 0;
 	for (; i < dir->name_for_n && n < max && got < bytes && scanned < PREFETCH_SCAN_LIMIT;
 	     i++) {
-		const struct fs_msg *m = sync_scan_msg_locked(dir, i);
+		const struct fs_msg *m = sync_scan_msg_locked(dir, by_uid, i);
 
 		scanned++;
 		if (sync_fetch_find_locked(dir, m->uid, &dummy))
@@ -1838,8 +1839,8 @@ static bool sync_prefetch_locked(struct fs *fs, struct fs_dir *dir, size_t idx, 
 	uids = malloc(PREFETCH_MAX_COUNT * sizeof(*uids));
 	if (!uids)
 		return next;
-	n = sync_collect_locked(fs, dir, mailbox_id, &dir->frontier, dir->window, uids,
-				PREFETCH_MAX_COUNT);
+	n = sync_collect_locked(fs, dir, mailbox_id, dir->scan_by_uid, &dir->frontier, dir->window,
+				uids, PREFETCH_MAX_COUNT);
 	if (dir->window < PREFETCH_MAX)
 		dir->window *= 2;
 	if (n == 0) {
@@ -1903,11 +1904,10 @@ static void sync_prefetch_first(struct fs *fs, struct fs_dir *dir, int64_t id)
 		pthread_mutex_unlock(&dir->lock);
 		return;
 	}
-	for (int order = 0; order < 2 && n < PREFETCH_MAX_COUNT; order++) {
+	for (int by_uid = 0; by_uid < 2 && n < PREFETCH_MAX_COUNT; by_uid++) {
 		size_t from = 0;
 
-		dir->scan_by_uid = !dir->scan_by_uid;
-		n += sync_collect_locked(fs, dir, id, &from, PREFETCH_START / 2, uids + n,
+		n += sync_collect_locked(fs, dir, id, by_uid, &from, PREFETCH_START / 2, uids + n,
 					 PREFETCH_MAX_COUNT - n);
 	}
 	qsort(uids, n, sizeof(*uids), sync_cmp_uid);
@@ -1994,8 +1994,8 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 		if (ordered && dir->seq_run >= 1) {
 			if (dir->window == 0)
 				dir->window = PREFETCH_START;
-			n += sync_collect_locked(fs, dir, mailbox_id, &from, dir->window, uids + 1,
-						 PREFETCH_MAX_COUNT - 1);
+			n += sync_collect_locked(fs, dir, mailbox_id, dir->scan_by_uid, &from,
+						 dir->window, uids + 1, PREFETCH_MAX_COUNT - 1);
 			if (from > dir->frontier)
 				dir->frontier = from;
 			if (idx == 0 && dir->name_pos[0] == 0 && n < PREFETCH_MAX_COUNT) {
@@ -2005,10 +2005,9 @@ static int sync_fetch_wait(struct fs *fs, struct fs_dir *dir, int64_t mailbox_id
 				 * directory in UID order, ls and globs by name) */
 				size_t other = 1;
 
-				dir->scan_by_uid = !dir->scan_by_uid;
-				n += sync_collect_locked(fs, dir, mailbox_id, &other, dir->window,
-							 uids + n, PREFETCH_MAX_COUNT - n);
-				dir->scan_by_uid = !dir->scan_by_uid;
+				n += sync_collect_locked(fs, dir, mailbox_id, !dir->scan_by_uid,
+							 &other, dir->window, uids + n,
+							 PREFETCH_MAX_COUNT - n);
 			}
 		}
 		qsort(uids, n, sizeof(*uids), sync_cmp_uid);

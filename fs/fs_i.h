@@ -90,6 +90,10 @@ struct fs_dir {
 	struct fs_msg *msgs;         /* ascending UID */
 	size_t nmsgs;
 	uint32_t uidvalidity;
+	/* while not loaded: the UIDVALIDITY an APPEND through the mount stored
+	 * in the cache (write.c), so the next one need not read it back; 0
+	 * unknown. A listing that finds another one clears it. */
+	uint32_t appended_uidvalidity;
 	int64_t synced_at_ms;        /* wall clock of the last good sync; 0 never */
 	bool syncing;
 	bool sync_background;        /* the running sync was queued as background */

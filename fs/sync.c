@@ -999,6 +999,9 @@ static int sync_listing_job(struct fs *fs, struct pool_conn *conn, void *arg)
 	if (uidvalidity_cached != info.uidvalidity) {
 		if (uidvalidity_cached)
 			log_info("%s: UIDVALIDITY changed, dropping its cache", server_name);
+		pthread_mutex_lock(&dir->lock);
+		dir->appended_uidvalidity = 0; /* an APPEND reads the cache again */
+		pthread_mutex_unlock(&dir->lock);
 		/* a new UIDVALIDITY drops the old messages; state follows the batch */
 		r = cache_mailbox_set_state(fs->cache, id, info.uidvalidity, 0, 0, 0);
 		if (r)

@@ -309,6 +309,57 @@ def test_close_returns_after_append(dc):
            "the listing is exactly those 8 <UID>.eml", str(listing(d)))
 
 
+def test_who_closes(dc):
+    """Only the creating process's close APPENDs: a child that inherited the
+    descriptor and exits (its close is a FLUSH from another process) sends
+    nothing, the parent's later close sends the whole file; a file created
+    by a second thread and closed by the main one is sent at that close."""
+    import subprocess
+    import threading
+    c = dc.client()
+    create(c, "Closers")
+    with mount(dc) as m:
+        d = mbox_dir(m, "Closers")
+        need(wait_dir(d), "set-up: the Closers directory is there")
+        data, mid = new_message("forked-child", body="first half\n" + "x" * 3000 + "\nsecond half")
+        cut = data.index(b"second half")
+        fd = os.open(os.path.join(d, "forked.eml"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data[:cut])
+        r = subprocess.run(["true"], pass_fds=(fd,))
+        ok(r.returncode == 0, "a child inherits the open file and exits")
+        ok(server_find(c, "Closers", mid) == [],
+           "the child's exit (a FLUSH from another process) sent nothing",
+           "the server has it: %s" % server_find(c, "Closers", mid))
+        os.write(fd, data[cut:])
+        os.close(fd)
+        found = server_find(c, "Closers", mid)
+        if ok(len(found) == 1, "the parent's close sent it, once", "UIDs %s" % found):
+            got = server_messages(c, "Closers", uids=str(found[0]))[found[0]]["body"]
+            ok(got == crlf(data), "the server holds the whole file, both halves",
+               "%d bytes, want %d" % (len(got), len(crlf(data))))
+
+        data2, mid2 = new_message("other-thread")
+        box = {}
+
+        def creator():
+            try:
+                box["fd"] = os.open(os.path.join(d, "threaded.eml"),
+                                    os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(box["fd"], data2)
+            except OSError as e:
+                box["err"] = e
+        t = threading.Thread(target=creator)
+        t.start()
+        t.join()
+        if need("fd" in box, "a second thread creates and writes the file (%s)" % box.get("err")):
+            ok(server_find(c, "Closers", mid2) == [], "nothing is sent before a close")
+            os.close(box["fd"])  # the main thread: another thread, the same process
+            found = server_find(c, "Closers", mid2)
+            ok(len(found) == 1, "the main thread's close sent it, once, before close returned",
+               "UIDs %s" % found)
+
+
 if __name__ == "__main__":
     main([test_cp_corpus, test_write_syscalls, test_flags_and_date_before_close,
-          test_empty_file_discarded, test_close_returns_after_append], doc=__doc__)
+          test_empty_file_discarded, test_close_returns_after_append, test_who_closes],
+         doc=__doc__)

@@ -50,7 +50,7 @@
 
 #include "imapfs/cache.h"
 
-#define CACHE_SCHEMA_VERSION 2
+#define CACHE_SCHEMA_VERSION 3
 #define CACHE_APPLICATION_ID 0x494d4653 /* "IMFS" */
 #define CACHE_CHUNK_SEQ_BITS 20
 #define CACHE_BODY_MAX ((uint64_t)CACHE_BODY_CHUNK << CACHE_CHUNK_SEQ_BITS)

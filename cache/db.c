@@ -95,8 +95,8 @@ static const char *const cache_stmt_sql[ST_COUNT] = {
 			" ORDER BY last_read LIMIT 64",
 
 	[ST_OB_PUT] = "INSERT INTO outbox(mailbox_id, name, flags, internaldate, size, message_id,"
-		      " created_at, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-#define OB_COLUMNS "id, mailbox_id, name, flags, internaldate, size, message_id, created_at"
+		      " created_at, data, held) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+#define OB_COLUMNS "id, mailbox_id, name, flags, internaldate, size, message_id, created_at, held"
 	[ST_OB_LIST_ALL] = "SELECT " OB_COLUMNS " FROM outbox ORDER BY id",
 	[ST_OB_LIST_MB] = "SELECT " OB_COLUMNS " FROM outbox WHERE mailbox_id = ?1 ORDER BY id",
 #undef OB_COLUMNS
@@ -163,6 +163,13 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	" PRIMARY KEY (mailbox_id, uid, id)) WITHOUT ROWID;"
 	"CREATE INDEX body_lru ON body(last_read) WHERE complete = 1;"
 	"CREATE TABLE body_chunk (id INTEGER PRIMARY KEY, data BLOB NOT NULL);",
+
+	/*
+	 * 3: an outbox entry can be held: its writer was killed before it
+	 * closed the file, so the bytes are likely cut short; kept and shown,
+	 * never appended by itself.
+	 */
+	"ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
 };
 
 int cache_sqlite_error(struct cache_conn *cn, int rc, const char *what)

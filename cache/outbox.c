@@ -46,6 +46,7 @@ int cache_outbox_put(struct cache *c, const struct cache_outbox_entry *e, const 
 	sqlite3_bind_text(st, 6, e->message_id ? e->message_id : "", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, created_at);
 	sqlite3_bind_blob(st, 8, len ? data : "", (int)len, SQLITE_STATIC);
+	sqlite3_bind_int(st, 9, e->held ? 1 : 0);
 	ret = cache_stmt_run(cn, st, "storing an outbox message");
 	if (ret == 0 && id_out)
 		*id_out = sqlite3_last_insert_rowid(cn->db);
@@ -82,6 +83,7 @@ int cache_outbox_list(struct cache *c, int64_t mailbox_id, cache_outbox_cb cb, v
 		e.size = (uint64_t)sqlite3_column_int64(st, 5);
 		e.message_id = (const char *)sqlite3_column_text(st, 6);
 		e.created_at = sqlite3_column_int64(st, 7);
+		e.held = sqlite3_column_int(st, 8) != 0;
 		if (!e.name)
 			e.name = "";
 		if (!e.flags)

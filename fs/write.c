@@ -50,7 +50,7 @@
 enum wstate {
 	W_OPEN,    /* being written */
 	W_SENDING, /* the APPEND runs */
-	W_OUTBOX,  /* kept after a failed APPEND */
+	W_OUTBOX,  /* kept after a failed APPEND, or held (below) */
 };
 
 struct wfile {
@@ -75,6 +75,10 @@ struct wfile {
 	bool busy;               /* a retry holds it */
 	bool abandoned;          /* unlinked while busy */
 	bool hidden;             /* closed empty: gone by name, open by inode */
+	int killed;              /* W_OPEN: the signal that killed its creator
+				  * before it closed the file, or 0 */
+	bool held;               /* W_OUTBOX: from a killed writer, likely cut
+				  * short: kept and shown, never retried */
 	pid_t creator;           /* the process (thread group) that created it */
 	pid_t creator_tid;       /* and the thread, as FUSE gave it */
 };
@@ -123,6 +127,52 @@ static pid_t write_req_process(fuse_req_t req)
 		}
 	fclose(f);
 	return tgid > 0 ? tgid : ctx->pid;
+}
+
+/* The signal killing thread tid while it closes its files on the way out
+ * (PF_EXITING in /proc/TID/stat, and an exit code that is a signal, as
+ * waitpid would see it); 0 for a live thread or a plain exit. */
+static int write_killed_by(pid_t tid)
+{
+	char path[64], buf[1024];
+	unsigned long flags = 0;
+	long long exit_code = 0;
+	const char *p;
+	ssize_t n;
+	int fd, field;
+
+	if (tid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+	if (!p)
+		return 0;
+	p++;
+	for (field = 3;; field++) {
+		while (*p == ' ')
+			p++;
+		if (!*p || *p == '\n')
+			return 0; /* a kernel without field 52 (before 3.5) */
+		if (field == 9)
+			flags = strtoul(p, NULL, 10);
+		if (field == 52) {
+			exit_code = strtoll(p, NULL, 10);
+			break;
+		}
+		while (*p && *p != ' ')
+			p++;
+	}
+	if (!(flags & 0x4)) /* PF_EXITING */
+		return 0;
+	return (int)(exit_code & 0x7f);
 }
 
 static void write_file_free(struct wfile *wf)
@@ -455,7 +505,7 @@ static int write_job_init(struct fs *fs, struct fs_dir *dir, struct append_job *
 /* Keep a message that did not reach the server (write_lock not held; wf
  * is owned by the caller in W_SENDING). */
 static void write_keep(struct fs *fs, struct wfile *wf, char *raw, size_t len,
-		       const struct append_job *j)
+		       const struct append_job *j, bool held)
 {
 	struct cache_outbox_entry e = {
 		.mailbox_id = j->mailbox_id,
@@ -465,6 +515,7 @@ static void write_keep(struct fs *fs, struct wfile *wf, char *raw, size_t len,
 		.size = len,
 		.message_id = wf->message_id ? wf->message_id : "",
 		.created_at = wf->created,
+		.held = held,
 	};
 	int64_t id = 0;
 	int r = cache_outbox_put(fs->cache, &e, raw, len, &id);
@@ -483,6 +534,7 @@ static void write_keep(struct fs *fs, struct wfile *wf, char *raw, size_t len,
 	wf->size = len;
 	wf->ambiguous = j->ambiguous;
 	wf->known_max = j->known_max;
+	wf->held = held;
 	wf->state = W_OUTBOX;
 	pthread_mutex_unlock(&write_lock);
 }
@@ -542,12 +594,44 @@ static int write_send(struct fs *fs, struct wfile *wf)
 		free(raw);
 	} else {
 		log_warnx("%s: APPEND failed (%s); kept in the outbox", wf->name, strerror(-r));
-		write_keep(fs, wf, raw, len, &j);
+		write_keep(fs, wf, raw, len, &j, false);
 		if (r != -EDQUOT && r != -ENOENT && r != -ENOMEM)
 			r = -EIO;
 	}
 	free(j.server_name);
 	return r;
+}
+
+/* The last close of a file whose creator was killed before closing it
+ * (caller set W_SENDING): its bytes are likely cut short, so they go to
+ * the outbox held, shown under their name and never appended by
+ * themselves, rather than to the server as a broken message. The user
+ * removes the file or copies it again. */
+static void write_hold(struct fs *fs, struct wfile *wf)
+{
+	struct append_job j = { .dir = wf->dir };
+	char *raw = NULL;
+	size_t len = 0;
+	int r;
+
+	pthread_mutex_lock(&write_lock);
+	r = write_take_bytes_locked(wf, &raw, &len);
+	if (r)
+		wf->state = W_OPEN;
+	pthread_mutex_unlock(&write_lock);
+	if (r) {
+		log_warnx("%s: cannot keep it (%s)", wf->name, strerror(-r));
+		return;
+	}
+	pthread_rwlock_rdlock(&fs->tree_lock);
+	j.mailbox_id = wf->dir->mailbox_id;
+	pthread_rwlock_unlock(&fs->tree_lock);
+	free(wf->message_id);
+	wf->message_id = outmsg_message_id(raw, len);
+	log_warnx("%s: its writer was killed (signal %d) before closing it; %zu bytes kept "
+		  "as a file, not appended (remove it, or copy it again)",
+		  wf->name, wf->killed, len);
+	write_keep(fs, wf, raw, len, &j, true);
 }
 
 /* --- the outbox --- */
@@ -589,6 +673,7 @@ static int write_load_cb(void *arg, const struct cache_outbox_entry *e)
 	wf->created = e->created_at;
 	wf->size = e->size;
 	wf->outbox_id = e->id;
+	wf->held = e->held;
 	wf->state = W_OUTBOX;
 	wf->ambiguous = true; /* nobody knows how the last attempt ended */
 	if (!wf->name || !wf->flags || !wf->message_id) {
@@ -661,7 +746,7 @@ static int write_retry_job(struct fs *fs, struct pool_conn *conn, void *arg)
 
 		pthread_mutex_lock(&write_lock);
 		for (struct wfile *w = write_files; w && !wf; w = w->next)
-			if (w->state == W_OUTBOX && !w->busy && !w->abandoned)
+			if (w->state == W_OUTBOX && !w->held && !w->busy && !w->abandoned)
 				wf = w;
 		if (wf)
 			wf->busy = true;
@@ -720,7 +805,7 @@ static void write_kick(struct fs *fs)
 			write_outbox_loaded = true;
 	}
 	for (struct wfile *wf = write_files; wf && !any; wf = wf->next)
-		any = wf->state == W_OUTBOX && !wf->busy && !wf->abandoned;
+		any = wf->state == W_OUTBOX && !wf->held && !wf->busy && !wf->abandoned;
 	if (any && !write_retrying &&
 	    fs_now_ms() - write_retry_at_ms >=
 		    (write_retry_wait_ms ? write_retry_wait_ms : WRITE_RETRY_MS)) {
@@ -1095,8 +1180,9 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	pid_t tid = ctx ? ctx->pid : 0;
 	struct wfile *wf;
-	bool send = false;
+	bool send = false, creating;
 	pid_t who = -1;
+	int sig = 0;
 
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);
@@ -1104,9 +1190,15 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * need to read /proc for it (cp closes what it created, every time) */
 	if (wf && tid > 0 && tid == wf->creator_tid)
 		who = wf->creator;
+	creating = wf && fi->fh == ino && wf->state == W_OPEN;
 	pthread_mutex_unlock(&write_lock);
 	if (who == -1)
 		who = write_req_process(req);
+	/* a process killed by a signal (^C on cp) closes its files on its way
+	 * out: what it wrote is likely cut short, and must not become a
+	 * broken message on the server */
+	if (creating)
+		sig = write_killed_by(tid);
 
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);
@@ -1116,6 +1208,10 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * descriptor at exec, which flushes too */
 	send = wf && fi->fh == ino && wf->state == W_OPEN &&
 	       (!wf->creator || !who || who == wf->creator);
+	if (send && sig) {
+		wf->killed = sig; /* held at the release */
+		send = false;
+	}
 	if (wf)
 		log_debug("new file %s: flush of handle %llx%s", wf->name,
 			  (unsigned long long)fi->fh, send ? ": APPEND" : "");
@@ -1133,7 +1229,7 @@ void write_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = write_fs(req);
 	struct wfile *wf;
-	bool send;
+	bool send, hold = false;
 
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);
@@ -1147,10 +1243,14 @@ void write_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, 0);
 		return;
 	}
-	if (send) /* no flush came */
+	if (send) { /* no flush came, or it came from a killed writer */
 		wf->state = W_SENDING;
+		hold = wf->killed != 0;
+	}
 	pthread_mutex_unlock(&write_lock);
-	if (send)
+	if (hold)
+		write_hold(fs, wf);
+	else if (send)
 		(void)write_send(fs, wf);
 	fuse_reply_err(req, 0);
 }

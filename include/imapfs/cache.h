@@ -217,6 +217,8 @@ struct cache_outbox_entry {
 	uint64_t size;
 	const char *message_id; /* Message-ID header value or "" */
 	int64_t created_at;
+	bool held;              /* its writer was killed before closing it: the
+				 * bytes may be cut short; never appended by itself */
 };
 
 /* Keep a message durably until cache_outbox_delete. *id_out gets its id. */

@@ -5,7 +5,8 @@ and the server is untouched; an APPEND that cannot reach the server (Dovecot
 stopped before close()) makes close() fail (EIO) and cp report it, keeps the
 bytes readable under the original name (the outbox), appends them exactly
 once after the server is back (on later activity, bounded wait), and a file
-deleted from the outbox is never appended. Server side checked with an
+deleted from the outbox is never appended; a writer killed before close()
+sends nothing and its bytes stay held. Server side checked with an
 independent imaplib client / doveadm."""
 
 import errno
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_write_lib import (Writer, append, create, crlf, expect_errno, fmt,  # noqa: E402
                             listing, main, mbox_dir, mount, msg_path, need, new_message, note, ok,
                             read_file, run, server_find, server_mailboxes, server_messages,
-                            server_uids, staging_dir, wait_listed, xflags)
+                            server_uids, staging_dir, wait_dir, wait_listed, xflags)
 
 RETRY_WAIT = 30.0   # the contract's bound for "retried on later activity"
 F = "user.imap.flags"
@@ -275,6 +276,82 @@ def test_append_failure_outbox(dc):
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def test_killed_writer(dc):
+    """A writer killed by a signal before it closes its file (^C, kill -9)
+    sends nothing: the likely cut-short bytes stay held under their name,
+    readable, across a remount, never appended by a retry; rm drops them.
+    A writer that exits without closing, by no signal, sends its file."""
+    import shutil
+    import signal
+    import subprocess
+    from harness import Imapfs
+    c = dc.client()
+    create(c, "Killed")
+    stage = staging_dir()
+    cache = os.path.join(stage, "cache.db")
+    cases = []
+    try:
+        with Imapfs(dc, opts=["-o", "refresh=1"], cache_path=cache) as m:
+            d = mbox_dir(m, "Killed")
+            need(wait_dir(d), "set-up: Killed is there")
+            for sig, name in ((signal.SIGKILL, "kill9.eml"), (signal.SIGINT, "ctrl-c.eml")):
+                data, mid = new_message("killed-%d" % sig, body="x" * 5000)
+                w = Writer(os.path.join(d, name), data, stage)
+                need(w.first == "written", "%s: a child creates and writes it" % name, w.first)
+                w.proc.send_signal(sig)
+                w.proc.wait()
+                ok(w.proc.returncode == -sig, "%s: the child died of signal %d" % (name, sig),
+                   "exit status %s" % w.proc.returncode)
+                cases.append((name, data, mid))
+            for name, data, mid in cases:
+                ok(server_find(c, "Killed", mid) == [],
+                   "%s: nothing reached the server" % name, str(server_find(c, "Killed", mid)))
+                ok(name in listing(d), "%s: the file is still shown under its name" % name,
+                   str(listing(d)))
+                ok(read_file(os.path.join(d, name)) == data,
+                   "%s: it reads the bytes the child wrote" % name)
+            # a writer exiting by itself without close(): sent as usual
+            data, mid = new_message("exit-without-close")
+            src = os.path.join(stage, "exit.src")
+            with open(src, "wb") as f:
+                f.write(data)
+            code = ("import os, sys\n"
+                    "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)\n"
+                    "os.write(fd, open(sys.argv[2], 'rb').read())\n"
+                    "os._exit(0)\n")
+            r = subprocess.run([sys.executable, "-c", code, os.path.join(d, "exits.eml"), src])
+            ok(r.returncode == 0, "a child writes exits.eml and exits without close()")
+            ok(len(server_find(c, "Killed", mid)) == 1,
+               "exits.eml was appended by the close at its exit",
+               str(server_find(c, "Killed", mid)))
+
+        # remount on the same cache: still held, not retried
+        with Imapfs(dc, opts=["-o", "refresh=1"], cache_path=cache) as m:
+            d = mbox_dir(m, "Killed")
+            need(wait_listed(d, [n for n, _, _ in cases]),
+                 "after a remount both held files are listed again")
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:  # a retry round would run meanwhile
+                listing(d)
+                time.sleep(0.5)
+            for name, data, mid in cases:
+                ok(server_find(c, "Killed", mid) == [],
+                   "%s: still not on the server after a remount and 4 s of activity" % name)
+                ok(read_file(os.path.join(d, name)) == data, "%s: still readable" % name)
+            for name, _, _ in cases:
+                os.unlink(os.path.join(d, name))
+            ok(not any(n in listing(d) for n, _, _ in cases), "rm drops both", str(listing(d)))
+        with Imapfs(dc, opts=["-o", "refresh=1"], cache_path=cache) as m:
+            d = mbox_dir(m, "Killed")
+            need(wait_dir(d), "remounted once more")
+            ok(not any(n in listing(d) for n, _, _ in cases),
+               "and they stay gone after another remount", str(listing(d)))
+        for name, _, mid in cases:
+            ok(server_find(c, "Killed", mid) == [], "%s never reached the server" % name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main([test_write_into_existing_message, test_ro_mount, test_append_failure_outbox],
-         doc=__doc__)
+    main([test_write_into_existing_message, test_ro_mount, test_append_failure_outbox,
+          test_killed_writer], doc=__doc__)

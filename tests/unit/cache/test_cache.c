@@ -938,6 +938,7 @@ static void test_stats(void **state)
 struct ob_list {
 	int64_t ids[8];
 	char names[8][32];
+	bool held[8];
 	int n;
 };
 
@@ -947,6 +948,7 @@ static int collect_outbox(void *ctx, const struct cache_outbox_entry *e)
 
 	l->ids[l->n] = e->id;
 	snprintf(l->names[l->n], sizeof(l->names[0]), "%s", e->name);
+	l->held[l->n] = e->held;
 	l->n++;
 	return 0;
 }
@@ -990,6 +992,7 @@ static void test_outbox(void **state)
 	assert_int_equal(cache_outbox_put(t->c, &e, "B", 1, &id2), 0);
 	e.mailbox_id = t->mb;
 	e.name = "empty.eml";
+	e.held = true; /* a killed writer's file: the flag survives a reopen */
 	assert_int_equal(cache_outbox_put(t->c, &e, NULL, 0, &id3), 0);
 	assert_true(id1 < id2 && id2 < id3);
 
@@ -999,6 +1002,9 @@ static void test_outbox(void **state)
 	assert_string_equal(l.names[0], "draft.eml");
 	assert_string_equal(l.names[1], "b.eml");
 	assert_string_equal(l.names[2], "empty.eml");
+	assert_false(l.held[0]);
+	assert_false(l.held[1]);
+	assert_true(l.held[2]);
 	memset(&l, 0, sizeof(l));
 	assert_int_equal(cache_outbox_list(t->c, t->mb, collect_outbox, &l), 0);
 	assert_int_equal(l.n, 2);

@@ -330,13 +330,15 @@ static void test_upgrade_from_version_1(void **state)
 	sqlite3_close(db);
 
 	t->c = tcache_open(t->path, 0);
-	assert_int_equal(tcache_sql_int(t->c, "PRAGMA user_version"), 2);
+	assert_int_equal(tcache_sql_int(t->c, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
 	assert_int_equal(tcache_sql_int(t->c, "PRAGMA page_size"), CACHE_PAGE_SIZE);
 	/* the outbox, the mailbox and the metadata stay */
 	assert_int_equal(cache_outbox_list(t->c, 1, ob_cb, &seen), 0);
 	assert_int_equal(seen.count, 1);
 	assert_int_equal(seen.id, 7);
 	assert_string_equal(seen.name, "draft.eml");
+	/* version 3 added the held mark: an entry from before is not held */
+	assert_int_equal(tcache_sql_int(t->c, "SELECT held FROM outbox WHERE id = 7"), 0);
 	assert_int_equal(cache_outbox_get_data(t->c, 7, &data, &len), 0);
 	assert_int_equal(len, 5);
 	assert_memory_equal(data, "hello", 5);

@@ -16,6 +16,11 @@
  * looked for by its Message-ID among the mailbox's newest messages, so it
  * is appended exactly once. Unlinking the file abandons it.
  *
+ * A file whose creating process is killed by a signal before it closes it
+ * (^C on cp) is likely cut short: it is not APPENDed but kept in the
+ * outbox held, shown and readable under its name, never retried, until
+ * the user removes it.
+ *
  * New files get inodes with WRITE_INO_BIT set. The registry below is
  * protected by write_lock; a file being sent (SENDING) or retried (busy)
  * is owned by that thread until it is done.

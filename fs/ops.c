@@ -33,6 +33,8 @@ static struct fs *ops_fs(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+#define OPS_NEGATIVE_TIMEOUT 1.0 /* s a missing name may be remembered */
+
 static double ops_dir_timeout(const struct fs *fs)
 {
 	return fs->opts->refresh ? (double)fs->opts->refresh : 0.5;
@@ -179,7 +181,20 @@ static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (!names_message_parse(name, &uid)) {
-		fuse_reply_err(req, ENOENT);
+		/* neither a mailbox (the LIST is at most a refresh interval old)
+		 * nor a message: the kernel may remember for a moment that the
+		 * name does not exist (cp looks its target name up three times
+		 * before it creates it, and once after). A second, not the
+		 * refresh interval: a mailbox made by another client, an outbox
+		 * entry loaded after the mount, show up under such a name
+		 * without telling the kernel (an invalidation would also drop a
+		 * directory someone has just made and entered). Files and
+		 * directories made through the mount replace the entry. A
+		 * <UID>.eml name is never remembered missing: messages come. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = ops_dir_timeout(fs) < OPS_NEGATIVE_TIMEOUT ?
+					  ops_dir_timeout(fs) : OPS_NEGATIVE_TIMEOUT;
+		fuse_reply_entry(req, &e);
 		return;
 	}
 	r = ops_find_msg(fs, dir, uid, &m, true);

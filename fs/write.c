@@ -978,6 +978,10 @@ void write_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	write_files = wf;
 	e.ino = wf->ino;
 	write_stat_locked(fs, wf, &e.attr);
+	/* what the kernel is told here stays true while the creator writes
+	 * (it keeps the size itself): its fstat after open needs no GETATTR.
+	 * The name itself is looked up afresh each time (entry_timeout 0). */
+	e.attr_timeout = 1.0;
 	pthread_mutex_unlock(&write_lock);
 	fi->fh = e.ino; /* the creating handle: its flush APPENDs */
 	fi->direct_io = 1;

@@ -80,8 +80,8 @@ struct wfile {
 	bool busy;               /* a retry holds it */
 	bool abandoned;          /* unlinked while busy */
 	bool hidden;             /* closed empty: gone by name, open by inode */
-	int killed;              /* W_OPEN: the signal that killed its creator
-				  * before it closed the file, or 0 */
+	int killed;              /* the signal that killed its creator before
+				  * it closed the file, or 0 */
 	bool held;               /* W_OUTBOX: from a killed writer, likely cut
 				  * short: kept and shown, never retried */
 	pid_t creator;           /* the process (thread group) that created it */
@@ -607,7 +607,7 @@ static int write_send(struct fs *fs, struct wfile *wf)
 	return r;
 }
 
-/* The last close of a file whose creator was killed before closing it
+/* The flush of a file whose creator is being killed before it closed it
  * (caller set W_SENDING): its bytes are likely cut short, so they go to
  * the outbox held, shown under their name and never appended by
  * themselves, rather than to the server as a broken message. The user
@@ -1217,17 +1217,23 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * descriptor at exec, which flushes too */
 	send = wf && fi->fh == ino && wf->state == W_OPEN &&
 	       (!wf->creator || !who || who == wf->creator);
-	if (send && sig) {
-		wf->killed = sig; /* held at the release */
-		send = false;
-	}
 	if (wf)
 		log_debug("new file %s: flush of handle %llx%s", wf->name,
-			  (unsigned long long)fi->fh, send ? ": APPEND" : "");
-	if (send)
+			  (unsigned long long)fi->fh, !send ? "" : sig ? ": held" : ": APPEND");
+	if (send) {
 		wf->state = W_SENDING; /* ours until write_send is done */
+		wf->killed = sig;
+	}
 	pthread_mutex_unlock(&write_lock);
 	if (!send) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (sig) {
+		/* held now, not at the release: the process is reaped only
+		 * after this flush, so whoever waited for it finds the file
+		 * readable under its name */
+		write_hold(fs, wf);
 		fuse_reply_err(req, 0);
 		return;
 	}
@@ -1238,7 +1244,7 @@ void write_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = write_fs(req);
 	struct wfile *wf;
-	bool send, hold = false;
+	bool send;
 
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);
@@ -1252,14 +1258,10 @@ void write_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, 0);
 		return;
 	}
-	if (send) { /* no flush came, or it came from a killed writer */
+	if (send) /* no flush came */
 		wf->state = W_SENDING;
-		hold = wf->killed != 0;
-	}
 	pthread_mutex_unlock(&write_lock);
-	if (hold)
-		write_hold(fs, wf);
-	else if (send)
+	if (send)
 		(void)write_send(fs, wf);
 	fuse_reply_err(req, 0);
 }

@@ -114,8 +114,8 @@ static pid_t write_req_process(fuse_req_t req)
 	if (!ctx || ctx->pid <= 0)
 		return 0;
 	/* pidfd_open takes only a thread group's leader: then the thread is
-	 * its process (cp, shells, most writers), known without generating
-	 * /proc/PID/status, a twentieth of cp's CPU in the daemon */
+	 * its process (cp, shells, most writers), known in two system calls
+	 * instead of opening and parsing /proc/PID/status */
 	fd = (int)syscall(SYS_pidfd_open, ctx->pid, 0);
 	if (fd >= 0) {
 		close(fd);
@@ -1189,7 +1189,7 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	pid_t tid = ctx ? ctx->pid : 0;
 	struct wfile *wf;
-	bool send = false, creating;
+	bool send = false, creating, hold = false;
 	pid_t who = -1;
 	int sig = 0;
 
@@ -1223,13 +1223,14 @@ void write_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (send) {
 		wf->state = W_SENDING; /* ours until write_send is done */
 		wf->killed = sig;
+		hold = sig && wf->size > 0; /* nothing written: dropped as usual */
 	}
 	pthread_mutex_unlock(&write_lock);
 	if (!send) {
 		fuse_reply_err(req, 0);
 		return;
 	}
-	if (sig) {
+	if (hold) {
 		/* held now, not at the release: the process is reaped only
 		 * after this flush, so whoever waited for it finds the file
 		 * readable under its name */
@@ -1249,6 +1250,8 @@ void write_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_lock(&write_lock);
 	wf = write_find_ino_locked(ino);
 	send = wf && fi->fh == ino && wf->state == W_OPEN;
+	if (send && wf->killed && wf->size > 0)
+		send = false; /* its hold failed (logged): never sent */
 	if (send && wf->size == 0) { /* closed empty: dropped */
 		write_unlink_locked(wf);
 		pthread_mutex_unlock(&write_lock);

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_write_lib import (Writer, append, create, crlf, expect_errno, fmt,  # noqa: E402
                             listing, main, mbox_dir, mount, msg_path, need, new_message, note, ok,
                             read_file, run, server_find, server_mailboxes, server_messages,
-                            server_uids, staging_dir, wait_dir, wait_listed, xflags)
+                            server_uids, staging_dir, wait_dir, wait_listed, wait_until,
+                            xflags)
 
 RETRY_WAIT = 30.0   # the contract's bound for "retried on later activity"
 F = "user.imap.flags"
@@ -310,6 +311,14 @@ def test_killed_writer(dc):
                    str(listing(d)))
                 ok(read_file(os.path.join(d, name)) == data,
                    "%s: it reads the bytes the child wrote" % name)
+            # killed before writing anything: nothing to keep, dropped as usual
+            w = Writer(os.path.join(d, "empty-killed.eml"), b"", stage)
+            need(w.first == "written", "empty-killed.eml: a child creates it, writes nothing",
+                 w.first)
+            w.proc.kill()
+            w.proc.wait()
+            ok(wait_until(lambda: "empty-killed.eml" not in listing(d), 10),
+               "empty-killed.eml: a killed writer's empty file is dropped", str(listing(d)))
             # a writer exiting by itself without close(): sent as usual
             data, mid = new_message("exit-without-close")
             src = os.path.join(stage, "exit.src")

@@ -30,6 +30,7 @@
 #define FUSE_USE_VERSION 314
 
 #include <pthread.h>
+#include <sys/statvfs.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -185,6 +186,12 @@ struct fs {
 	 * leaves them out (sync.c) */
 	struct fs_pin *pins;
 	size_t npins;
+
+	pthread_mutex_t quota_lock;  /* protects the quota state below (quota.c) */
+	bool quota_busy;             /* a refresh is queued or running */
+	bool quota_known;            /* quota holds the server's answer */
+	int64_t quota_at_ms;         /* when the server was last asked; 0 never */
+	struct imap_quota_info quota;
 };
 
 /* --- util (tree.c) --- */
@@ -336,6 +343,10 @@ void xattr_remove(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* Run fn(fs, conn, arg) on a pool worker (urgent) and wait for its result. */
 int modify_call(struct fs *fs, pool_fn fn, void *arg);
+
+/* quota.c: size and free space for statfs, from the server's QUOTA when
+ * it has one; fills the block and inode counts and f_namemax of st */
+void quota_statfs(struct fs *fs, struct statvfs *st);
 /* SELECT (read-write) a mailbox on a worker's connection. */
 int modify_select(struct fs *fs, struct pool_conn *conn, const char *server_name,
 		  struct imap_select_info *info_out);

@@ -271,6 +271,7 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&fs.list_lock, NULL);
 	pthread_mutex_init(&fs.body_write_lock, NULL);
 	pthread_mutex_init(&fs.handles_lock, NULL);
+	pthread_mutex_init(&fs.quota_lock, NULL);
 	fs_cond_init(&fs.list_cond);
 	if (tree_init(&fs) != 0) {
 		fprintf(stderr, "imapfs: out of memory\n");
@@ -415,6 +416,7 @@ out:
 	pthread_mutex_destroy(&fs.list_lock);
 	pthread_mutex_destroy(&fs.body_write_lock);
 	pthread_mutex_destroy(&fs.handles_lock);
+	pthread_mutex_destroy(&fs.quota_lock);
 	pthread_cond_destroy(&fs.list_cond);
 	options_free(&opts);
 	return ret;

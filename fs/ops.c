@@ -784,21 +784,10 @@ static void ops_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = ops_fs(req);
 	struct statvfs st;
-	struct cache_stats cs;
 
 	(void)ino;
 	memset(&st, 0, sizeof(st));
-	cache_get_stats(fs->cache, &cs);
-	/* IMAP says nothing of free space (QUOTA aside): report plenty, so a
-	 * file manager does not refuse to copy into the mount; "used" is
-	 * what the cache holds */
-	st.f_bsize = 4096;
-	st.f_frsize = 4096;
-	st.f_bfree = st.f_bavail = (1ull << 40) / 4096;
-	st.f_blocks = (cs.body_bytes + 4095) / 4096 + st.f_bfree;
-	st.f_ffree = st.f_favail = 1u << 30;
-	st.f_files = cs.bodies + st.f_ffree;
-	st.f_namemax = 255;
+	quota_statfs(fs, &st);
 	fuse_reply_statfs(req, &st);
 }
 

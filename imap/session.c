@@ -1411,6 +1411,76 @@ int imap_status(struct imap_session *s, const char *mailbox, struct imap_status_
 }
 
 /* ------------------------------------------------------------------ */
+/* GETQUOTAROOT */
+
+/* keep the (used, limit) pair with less left than the one held */
+static void quota_keep(bool *have, uint64_t *used, uint64_t *limit, uint64_t u, uint64_t l)
+{
+	uint64_t left = l > u ? l - u : 0;
+
+	if (!*have || left < (*limit > *used ? *limit - *used : 0)) {
+		*have = true;
+		*used = u;
+		*limit = l;
+	}
+}
+
+static int quota_untagged(struct imap_session *s, struct imap_cmd *cmd,
+			  const struct imap_response *r, struct imap_error *err)
+{
+	struct imap_quota_info *out = cmd->ctx;
+	const struct imap_value *l;
+
+	if (strcmp(r->keyword, "QUOTAROOT") == 0)
+		return 1; /* the roots' names: not needed, their QUOTA follows */
+	if (strcmp(r->keyword, "QUOTA") != 0)
+		return 0;
+	/* QUOTA root (resource usage limit ...) */
+	if (r->args.count < 2 || r->args.items[1]->type != IMAP_VAL_LIST ||
+	    r->args.items[1]->count % 3 != 0)
+		return session_fail(s, err, IMAP_ERR_PROTOCOL, "malformed QUOTA from %s", s->host);
+	l = r->args.items[1];
+	for (size_t i = 0; i < l->count; i += 3) {
+		uint64_t used, limit;
+
+		if (l->items[i]->type != IMAP_VAL_ATOM ||
+		    imap_value_number(l->items[i + 1], IMAP_NUMBER64_MAX, &used) < 0 ||
+		    imap_value_number(l->items[i + 2], IMAP_NUMBER64_MAX, &limit) < 0)
+			return session_fail(s, err, IMAP_ERR_PROTOCOL,
+					    "malformed QUOTA resource from %s", s->host);
+		if (imap_value_is_atom(l->items[i], "STORAGE"))
+			quota_keep(&out->have_storage, &out->storage_used, &out->storage_limit,
+				   used, limit);
+		else if (imap_value_is_atom(l->items[i], "MESSAGE"))
+			quota_keep(&out->have_messages, &out->messages_used, &out->messages_limit,
+				   used, limit);
+	}
+	return 1;
+}
+
+int imap_getquotaroot(struct imap_session *s, const char *mailbox,
+		      struct imap_quota_info *out, struct imap_error *err)
+{
+	struct imap_quota_info tmp;
+	struct imap_cmd cmd;
+
+	if (session_check_usable(s, err) < 0)
+		return -1;
+	if (!out)
+		out = &tmp;
+	memset(out, 0, sizeof(*out));
+	cmd_init(s, &cmd, "GETQUOTAROOT");
+	cmd.on_untagged = quota_untagged;
+	cmd.ctx = out;
+	imap_cmdbuf_add_raw(&cmd.buf, " ");
+	if (cmd_add_mailbox(&cmd, mailbox, err) < 0) {
+		cmd_cleanup(s, &cmd);
+		return -1;
+	}
+	return cmd_run(s, &cmd, err);
+}
+
+/* ------------------------------------------------------------------ */
 /* UID FETCH metadata */
 
 struct meta_ctx {

@@ -127,6 +127,16 @@ struct imap_status_info {
 	uint64_t highestmodseq; /* 0 without CONDSTORE */
 };
 
+/* GETQUOTAROOT's answer: per resource, the quota root with the least left
+ * (several roots may hold a mailbox). STORAGE is in units of 1024 octets
+ * (RFC 9208), MESSAGE in messages; a resource no root limits is absent. */
+struct imap_quota_info {
+	bool have_storage;
+	uint64_t storage_used, storage_limit;   /* KiB */
+	bool have_messages;
+	uint64_t messages_used, messages_limit;
+};
+
 /* What imap_uid_fetch_meta asks for. UID is always fetched. */
 enum {
 	IMAP_META_FLAGS = 1u << 0,
@@ -211,6 +221,11 @@ int imap_select(struct imap_session *s, const char *mailbox, bool read_only,
 /* STATUS mailbox (MESSAGES UIDNEXT UIDVALIDITY [HIGHESTMODSEQ]). */
 int imap_status(struct imap_session *s, const char *mailbox, struct imap_status_info *out,
 		struct imap_error *err);
+
+/* GETQUOTAROOT mailbox (QUOTA, RFC 9208 / 2087; the caller checks the
+ * capability). A malformed QUOTA response is a protocol error. */
+int imap_getquotaroot(struct imap_session *s, const char *mailbox,
+		      struct imap_quota_info *out, struct imap_error *err);
 
 /*
  * UID FETCH uid_set (UID + items) on the selected mailbox. With

@@ -45,6 +45,10 @@ def main():
                 for uid in uids:
                     check(read_file(os.path.join(path, "%d.eml" % uid)) == bodies[uid],
                           "%s/%d.eml reads the server's bytes" % (name, uid))
+            st = os.statvfs(m.path)
+            check(st.f_bavail * st.f_frsize >= 1 << 40,
+                  "statvfs: a server without QUOTA: plenty free (%d GiB), so copying in "
+                  "is not refused" % (st.f_bavail * st.f_frsize >> 30))
             check(os.stat(os.path.join(m.path, "Ordner")).st_nlink == 3,
                   "Ordner has one subdirectory: st_nlink 3")
             check(not os.path.exists(os.path.join(m.path, "12.eml", "x")),

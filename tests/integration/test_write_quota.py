@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write path, a full mailbox: with a Dovecot storage quota, an APPEND the
+"""Write path, a full mailbox: with a Dovecot storage quota, df shows the
+quota (GETQUOTAROOT) as size and free space; an APPEND the
 server refuses with [OVERQUOTA] makes close() fail with EDQUOT and cp say
 "Disk quota exceeded"; the bytes stay readable under their name (the
 outbox) and nothing reaches the server; a small file that still fits is
@@ -9,6 +10,7 @@ independent imaplib client."""
 
 import errno
 import os
+import re
 import sys
 import time
 
@@ -19,6 +21,9 @@ from test_write_lib import (create, crlf, main, mbox_dir, mount, need, new_messa
 
 MARK = "# --- test_write_quota ---\n"
 QUOTA_CONF = """mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins quota imap_quota
+}
 plugin {
   quota = maildir:User quota
   quota_rule = *:storage=%s
@@ -49,9 +54,31 @@ def test_over_quota(dc):
         f.write(big)
     set_quota(dc, "64K")
     c = dc.client()  # the restart ended the first session
+    used, _ = new_message("uses-quota", body=("u" * 70 + "\n") * 150)
+    typ, _ = c.append("INBOX", None, None, crlf(used))
+    need(typ == "OK", "set-up: a 10 KB message in INBOX uses part of the quota")
     with mount(dc) as m:
         d = mbox_dir(m, "Full")
         need(wait_dir(d), "set-up: the Full directory is there")
+
+        # df: the quota as size and free space
+        typ, data = c.getquotaroot("INBOX")
+        need(typ == "OK", "server: GETQUOTAROOT INBOX (imap_quota)", str(data))
+        quota = [x.decode() for x in data[1] if isinstance(x, bytes)]
+        note("server: %s" % quota)
+        used_kib, limit_kib = [int(x) for x in re.search(r"STORAGE (\d+) (\d+)", quota[0]).groups()]
+        need(used_kib > 0, "set-up: the server counts some usage (%d KiB)" % used_kib)
+        st = os.statvfs(m.path)
+        ok(st.f_blocks * st.f_frsize == limit_kib * 1024,
+           "statvfs: the size is the quota (%d KiB)" % limit_kib,
+           "%d blocks of %d" % (st.f_blocks, st.f_frsize))
+        ok(st.f_bavail * st.f_frsize == (limit_kib - used_kib) * 1024,
+           "statvfs: the free space is the quota less the usage (%d KiB)" % (limit_kib - used_kib),
+           "%d blocks of %d free" % (st.f_bavail, st.f_frsize))
+        r = run(["df", "-k", m.path])
+        note("df -k: %s" % r.stdout.strip().splitlines()[-1])
+        ok(r.returncode == 0 and str(limit_kib) in r.stdout.split(), "df -k shows the quota",
+           r.stdout.strip())
 
         r = run(["cp", src, os.path.join(d, "big.eml")])
         note("cp said: %s" % r.stderr.strip())

@@ -1141,6 +1141,77 @@ static void test_number64_bounds(void **state)
 	}
 }
 
+/* GETQUOTAROOT: two roots, the one with less storage left wins; MESSAGE
+ * apart; unknown resources skipped; malformed QUOTA ends the session */
+static void test_getquotaroot(void **state)
+{
+	static const char *const ok[] = {
+		"A0002 GETQUOTAROOT INBOX\r\n",
+		"* QUOTAROOT INBOX \"User quota\" shared\r\n"
+		"* QUOTA \"User quota\" (STORAGE 10 1000 MESSAGE 5 100)\r\n"
+		"* QUOTA shared (STORAGE 900 950 X-OTHER 1 2)\r\n"
+		"A0002 OK done\r\n",
+		"A0003 GETQUOTAROOT Other\r\n",
+		"* QUOTAROOT Other\r\nA0003 OK no quota\r\n",
+		"A0004 LOGOUT\r\n",
+		"* BYE\r\nA0004 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_odd[] = {
+		"A0002 GETQUOTAROOT INBOX\r\n",
+		"* QUOTA r (STORAGE 10)\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_number[] = {
+		"A0002 GETQUOTAROOT INBOX\r\n",
+		"* QUOTA r (STORAGE 10 9223372036854775808)\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_shape[] = {
+		"A0002 GETQUOTAROOT INBOX\r\n",
+		"* QUOTA r STORAGE\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	static const char *const bad_name[] = {
+		"A0002 GETQUOTAROOT INBOX\r\n",
+		"* QUOTA r ((STORAGE) 1 2)\r\nA0002 OK done\r\n",
+		NULL,
+	};
+	const char *const *bad[] = { bad_odd, bad_number, bad_shape, bad_name };
+	struct imap_params p = test_params(IMAP_TLS_NONE);
+	struct imap_quota_info q;
+	struct imap_session *s;
+	struct imap_error err;
+	struct srv *srv;
+	int fd;
+
+	(void)state;
+	srv = srv_start(srv_pairs, ok, &fd);
+	assert_int_equal(open_session(fd, &p, &s, &err), 0);
+	assert_int_equal(imap_getquotaroot(s, "INBOX", &q, &err), 0);
+	assert_true(q.have_storage);
+	assert_int_equal(q.storage_used, 900);
+	assert_int_equal(q.storage_limit, 950);
+	assert_true(q.have_messages);
+	assert_int_equal(q.messages_used, 5);
+	assert_int_equal(q.messages_limit, 100);
+	assert_int_equal(imap_getquotaroot(s, "Other", &q, &err), 0);
+	assert_false(q.have_storage);
+	assert_false(q.have_messages);
+	imap_session_close(s);
+	srv_finish(srv);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		srv = srv_start(srv_pairs, bad[i], &fd);
+		assert_int_equal(open_session(fd, &p, &s, &err), 0);
+		if (imap_getquotaroot(s, "INBOX", &q, &err) != -1 || err.kind != IMAP_ERR_PROTOCOL)
+			fail_msg("case %zu: kind %d, \"%s\"", i, err.kind, err.reason);
+		assert_true(imap_session_is_broken(s));
+		imap_session_close(s);
+		srv_finish(srv);
+	}
+}
+
 /* ------------------------------------------------------------------ */
 /* server text reaches the log (the -d trace, [ALERT]) without terminal
  * control characters: an escape sequence or BEL is shown as '?' */
@@ -1299,6 +1370,7 @@ int main(void)
 		cmocka_unit_test(test_callback_stop),
 		cmocka_unit_test(test_append_date_range),
 		cmocka_unit_test(test_number64_bounds),
+		cmocka_unit_test(test_getquotaroot),
 		cmocka_unit_test(test_log_control_chars),
 		cmocka_unit_test(test_password_not_left_in_freed_memory),
 	};

@@ -98,6 +98,9 @@ struct fs_dir {
 	int64_t synced_at_ms;        /* wall clock of the last good sync; 0 never */
 	bool syncing;
 	bool sync_background;        /* the running sync was queued as background */
+	bool resync;                 /* changed (modify_mark_stale) while a sync ran:
+				      * its answer may predate the change, so it
+				      * runs again before its waiters wake */
 	int sync_error;              /* result of the last sync */
 	unsigned sync_gen;           /* counts finished syncs */
 	unsigned local_gen;          /* counts messages added or removed here (modify.c) */

@@ -203,6 +203,8 @@ void modify_mark_stale(struct fs *fs, struct fs_dir *dir)
 	pthread_mutex_lock(&dir->lock);
 	if (dir->synced_at_ms)
 		dir->synced_at_ms = 1;
+	if (dir->syncing)
+		dir->resync = true; /* the listing under way may predate the change */
 	pthread_mutex_unlock(&dir->lock);
 }
 

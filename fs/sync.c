@@ -1066,9 +1066,24 @@ static void sync_prefetch_first(struct fs *fs, struct fs_dir *dir, int64_t id);
 static void sync_listing_done(struct fs *fs, void *arg, int result)
 {
 	struct fs_dir *dir = arg;
-	bool first;
+	bool first, again;
 
 	pthread_mutex_lock(&dir->lock);
+	again = dir->resync && result == 0;
+	dir->resync = false;
+	if (again) {
+		/* the mailbox changed through the mount while this listing ran
+		 * (a message moved into the trash): its answer may be from
+		 * before. Once more, and those waiting wait for that one. */
+		dir->streamed = false;
+		if (dir->synced_at_ms)
+			dir->synced_at_ms = 1;
+		dir->sync_background = false;
+		pthread_mutex_unlock(&dir->lock);
+		if (pool_submit(fs->pool, true, sync_listing_job, sync_listing_done, dir) == 0)
+			return;
+		pthread_mutex_lock(&dir->lock);
+	}
 	dir->streamed = false;
 	dir->syncing = false;
 	dir->sync_background = false;

@@ -98,9 +98,10 @@ struct fs_dir {
 	int64_t synced_at_ms;        /* wall clock of the last good sync; 0 never */
 	bool syncing;
 	bool sync_background;        /* the running sync was queued as background */
-	bool resync;                 /* changed (modify_mark_stale) while a sync ran:
-				      * its answer may predate the change, so it
-				      * runs again before its waiters wake */
+	bool resync;                 /* changed through the mount while a sync ran
+				      * (modify_mark_stale, a message removed): its
+				      * answer may predate the change, so it runs
+				      * again before its waiters wake */
 	int sync_error;              /* result of the last sync */
 	unsigned sync_gen;           /* counts finished syncs */
 	unsigned local_gen;          /* counts messages added or removed here (modify.c) */

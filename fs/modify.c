@@ -174,6 +174,10 @@ void modify_listing_remove(struct fs *fs, struct fs_dir *dir, uint32_t uid)
 	ssize_t idx;
 
 	pthread_mutex_lock(&dir->lock);
+	/* a listing under way may have seen the message before it went and
+	 * would bring it back: it runs once more (sync_listing_done) */
+	if (dir->syncing)
+		dir->resync = true;
 	idx = dir->loaded ? sync_find_locked(dir, uid) : -1;
 	if (idx >= 0) {
 		memmove(&dir->msgs[idx], &dir->msgs[idx + 1],

@@ -100,8 +100,9 @@ struct fs_dir {
 	bool sync_background;        /* the running sync was queued as background */
 	bool resync;                 /* changed through the mount while a sync ran
 				      * (modify_mark_stale, a message removed): its
-				      * answer may predate the change, so it runs
-				      * again before its waiters wake */
+				      * answer may predate the change: stale, and
+				      * run again once for its waiters */
+	bool resync_run;             /* the running sync is that second run */
 	int sync_error;              /* result of the last sync */
 	unsigned sync_gen;           /* counts finished syncs */
 	unsigned local_gen;          /* counts messages added or removed here (modify.c) */

@@ -1069,20 +1069,24 @@ static void sync_listing_done(struct fs *fs, void *arg, int result)
 	bool first, again;
 
 	pthread_mutex_lock(&dir->lock);
-	again = dir->resync && result == 0;
+	/* the mailbox changed through the mount while this listing ran (a
+	 * message moved into the trash, one removed): its answer may be from
+	 * before. Stale, then; and when someone waits for it (not a
+	 * background refresh), once more, at most once, so they wake on an
+	 * answer from after the change. An rm -rf during a refresh does not
+	 * make the listing run again and again. */
+	again = dir->resync && result == 0 && !dir->resync_run && !dir->sync_background;
+	if (dir->resync && dir->synced_at_ms)
+		dir->synced_at_ms = 1;
 	dir->resync = false;
+	dir->resync_run = again;
 	if (again) {
-		/* the mailbox changed through the mount while this listing ran
-		 * (a message moved into the trash): its answer may be from
-		 * before. Once more, and those waiting wait for that one. */
 		dir->streamed = false;
-		if (dir->synced_at_ms)
-			dir->synced_at_ms = 1;
-		dir->sync_background = false;
 		pthread_mutex_unlock(&dir->lock);
 		if (pool_submit(fs->pool, true, sync_listing_job, sync_listing_done, dir) == 0)
 			return;
 		pthread_mutex_lock(&dir->lock);
+		dir->resync_run = false;
 	}
 	dir->streamed = false;
 	dir->syncing = false;

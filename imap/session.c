@@ -1385,29 +1385,42 @@ static int status_untagged(struct imap_session *s, struct imap_cmd *cmd,
 	return 1;
 }
 
-int imap_status(struct imap_session *s, const char *mailbox, struct imap_status_info *out,
-		struct imap_error *err)
+/* NAME mailbox[suffix]: a command on one mailbox whose untagged answers
+ * go to on_untagged with ctx */
+static int cmd_run_on_mailbox(struct imap_session *s, const char *name, const char *mailbox,
+			      const char *suffix, cmd_untagged_fn on_untagged, void *ctx,
+			      struct imap_error *err)
 {
-	struct imap_status_info tmp;
 	struct imap_cmd cmd;
 
 	if (session_check_usable(s, err) < 0)
 		return -1;
-	if (!out)
-		out = &tmp;
-	memset(out, 0, sizeof(*out));
-	cmd_init(s, &cmd, "STATUS");
-	cmd.on_untagged = status_untagged;
-	cmd.ctx = out;
+	cmd_init(s, &cmd, name);
+	cmd.on_untagged = on_untagged;
+	cmd.ctx = ctx;
 	imap_cmdbuf_add_raw(&cmd.buf, " ");
 	if (cmd_add_mailbox(&cmd, mailbox, err) < 0) {
 		cmd_cleanup(s, &cmd);
 		return -1;
 	}
-	imap_cmdbuf_add_raw(&cmd.buf, imap_session_has_cap(s, "CONDSTORE")
-					      ? " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
-					      : " (MESSAGES UIDNEXT UIDVALIDITY)");
+	if (suffix)
+		imap_cmdbuf_add_raw(&cmd.buf, suffix);
 	return cmd_run(s, &cmd, err);
+}
+
+int imap_status(struct imap_session *s, const char *mailbox, struct imap_status_info *out,
+		struct imap_error *err)
+{
+	struct imap_status_info tmp;
+
+	if (!out)
+		out = &tmp;
+	memset(out, 0, sizeof(*out));
+	return cmd_run_on_mailbox(s, "STATUS", mailbox,
+				  imap_session_has_cap(s, "CONDSTORE")
+					  ? " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+					  : " (MESSAGES UIDNEXT UIDVALIDITY)",
+				  status_untagged, out, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1462,22 +1475,11 @@ int imap_getquotaroot(struct imap_session *s, const char *mailbox,
 		      struct imap_quota_info *out, struct imap_error *err)
 {
 	struct imap_quota_info tmp;
-	struct imap_cmd cmd;
 
-	if (session_check_usable(s, err) < 0)
-		return -1;
 	if (!out)
 		out = &tmp;
 	memset(out, 0, sizeof(*out));
-	cmd_init(s, &cmd, "GETQUOTAROOT");
-	cmd.on_untagged = quota_untagged;
-	cmd.ctx = out;
-	imap_cmdbuf_add_raw(&cmd.buf, " ");
-	if (cmd_add_mailbox(&cmd, mailbox, err) < 0) {
-		cmd_cleanup(s, &cmd);
-		return -1;
-	}
-	return cmd_run(s, &cmd, err);
+	return cmd_run_on_mailbox(s, "GETQUOTAROOT", mailbox, NULL, quota_untagged, out, err);
 }
 
 /* ------------------------------------------------------------------ */
